@@ -1,0 +1,477 @@
+"""The worker agent: runs the host's tasks inside a worker kernel.
+
+The host installs it with one silent ``execute_request`` (see ``bootstrap.py``). It
+binds a ROUTER socket on the kernel's own interface and talks to the host over it,
+signed with the kernel's key. Two threads, neither of them the kernel's main thread:
+
+- the I/O thread owns the socket: it receives spawns and cancels, flushes batched
+  output and results, and escalates cancels that user code ignores;
+- the task thread runs an asyncio loop on which every task runs (a sync call from the
+  host's executor path runs in this loop's thread pool).
+
+So a task stuck in a CPU loop never stops cancels or output from flowing.
+
+Sent to kernels as source: standard library, zmq, jupyter_client, dill and IPython only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import inspect
+import os
+import sys
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import zmq
+from jupyter_client.session import Session
+
+from . import channel as _channel
+from . import serialize as _serialize
+
+__all__ = ["Agent", "start", "PROTOCOL"]
+
+#: Bumped whenever host and agent would misunderstand each other.
+PROTOCOL = 1
+#: Output is sent at least this often while a task prints.
+FLUSH_INTERVAL = 0.01
+#: Cancel escalation: cooperative cancel, then after this an exception raised in the
+#: thread that runs the task, then after ``STUCK_AFTER`` the host restarts the worker.
+INTERRUPT_AFTER = 0.3
+STUCK_AFTER = 1.2
+LOAD_INTERVAL = 1.0
+
+_current_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("elsewhere_task", default=None)
+
+
+class _Running:
+    __slots__ = ("task", "thread", "cancel_at", "interrupted", "stuck_sent", "io")
+
+    def __init__(self, io: str) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        self.thread: int | None = None
+        self.cancel_at: float | None = None
+        self.interrupted = False
+        self.stuck_sent = False
+        self.io = io
+
+
+class _Outbox:
+    """What the task thread hands to the I/O thread: output per task, then results."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started: list[str] = []
+        self.output: dict[str, list[list[Any]]] = {}
+        self.results: list[tuple[dict[str, Any], list[Any]]] = []
+
+    def start(self, task: str) -> None:
+        with self.lock:
+            self.started.append(task)
+
+    def text(self, task: str, name: str, text: str) -> None:
+        with self.lock:
+            entries = self.output.setdefault(task, [])
+            if entries and entries[-1][0] == "stream" and entries[-1][1] == name:
+                entries[-1][2].append(text)
+            else:
+                entries.append(["stream", name, [text]])
+
+    def display(self, task: str, entry: list[Any]) -> None:
+        with self.lock:
+            self.output.setdefault(task, []).append(entry)
+
+    def result(self, item: dict[str, Any], frames: list[Any]) -> None:
+        with self.lock:
+            self.results.append((item, frames))
+
+    def take(self) -> tuple[list[str], dict[str, list[list[Any]]], list[tuple[dict[str, Any], list[Any]]]]:
+        with self.lock:
+            started, self.started = self.started, []
+            output, self.output = self.output, {}
+            results, self.results = self.results, []
+        for entries in output.values():
+            for entry in entries:
+                if entry[0] == "stream":
+                    entry[2] = "".join(entry[2])
+        return started, output, results
+
+
+class _TaskStream:
+    """Stands in for sys.stdout/sys.stderr: a task's writes go to the host."""
+
+    def __init__(self, inner: Any, name: str, outbox: _Outbox) -> None:
+        self._inner = inner
+        self._name = name
+        self._outbox = outbox
+
+    def write(self, text: str) -> int:
+        task = _current_task.get()
+        if task is None:
+            return self._inner.write(text)
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._outbox.text(task, self._name, text)
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if _current_task.get() is None:
+            self._inner.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _display_publisher(inner: Any, outbox: _Outbox) -> Any:
+    """A display publisher that sends a task's ``display()`` calls to the host."""
+    from IPython.core.displaypub import DisplayPublisher
+
+    class TaskDisplayPublisher(DisplayPublisher):  # type: ignore[misc]
+        def publish(self, data: Any, metadata: Any = None, source: Any = None, **kwargs: Any) -> None:
+            task = _current_task.get()
+            if task is None:
+                return inner.publish(data, metadata=metadata, source=source, **kwargs)
+            transient = kwargs.get("transient") or {}
+            update = bool(kwargs.get("update"))
+            outbox.display(task, ["display", data, metadata or {}, transient, update])
+
+        def clear_output(self, wait: bool = False) -> None:
+            task = _current_task.get()
+            if task is None:
+                return inner.clear_output(wait)
+            outbox.display(task, ["clear", wait])
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    return TaskDisplayPublisher()
+
+
+def _worker_frames(tb: Any) -> Any:
+    """Skip the agent's and asyncio's own frames at the top of a task's traceback."""
+    own = {__file__ if "__file__" in globals() else "", Agent._run.__code__.co_filename}
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename in own or f"{os.sep}asyncio{os.sep}" in filename or f"{os.sep}concurrent{os.sep}" in filename:
+            tb = tb.tb_next
+            continue
+        break
+    return tb
+
+
+class Agent:
+    """One per worker kernel. ``start()`` returns the port the host connects to."""
+
+    def __init__(self, session: Session, ip: str = "127.0.0.1", *, hwm: int = 0, name: str = "worker") -> None:
+        self.session = session
+        self.ip = ip
+        self.hwm = hwm
+        self.name = name
+        self.link = _channel.Link(session)
+        self.serializer = _serialize.Serializer()
+        self.outbox = _Outbox()
+        self.running: dict[str, _Running] = {}
+        self.peer: bytes | None = None
+        self.port = 0
+        self._stopping = threading.Event()
+        self._context = zmq.Context()
+        self._wake_send: zmq.Socket | None = None
+        self._wake_lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
+        self._saved: dict[str, Any] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> int:
+        router = self._context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.SNDHWM, self.hwm)
+        router.setsockopt(zmq.RCVHWM, self.hwm)
+        self.port = router.bind_to_random_port(f"tcp://{self.ip}")
+        wake_recv = self._context.socket(zmq.PAIR)
+        wake_recv.bind(f"inproc://elsewhere-wake-{id(self)}")
+        self._wake_send = self._context.socket(zmq.PAIR)
+        self._wake_send.connect(f"inproc://elsewhere-wake-{id(self)}")
+        self._install_streams()
+        threading.Thread(target=self.loop.run_forever, name="elsewhere-tasks", daemon=True).start()
+        threading.Thread(target=self._io_main, args=(router, wake_recv), name="elsewhere-io", daemon=True).start()
+        return self.port
+
+    def _install_streams(self) -> None:
+        """Route task output to the host; everything else still goes where it went."""
+        self._saved["stdout"], self._saved["stderr"] = sys.stdout, sys.stderr
+        sys.stdout = _TaskStream(sys.stdout, "stdout", self.outbox)
+        sys.stderr = _TaskStream(sys.stderr, "stderr", self.outbox)
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+        except ImportError:
+            shell = None
+        if shell is not None:
+            self._saved["display_pub"] = shell.display_pub
+            shell.display_pub = _display_publisher(shell.display_pub, self.outbox)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake()
+        sys.stdout, sys.stderr = self._saved.get("stdout", sys.stdout), self._saved.get("stderr", sys.stderr)
+        if "display_pub" in self._saved:
+            from IPython import get_ipython
+
+            get_ipython().display_pub = self._saved["display_pub"]
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_send is not None:
+                self._wake_send.send(b"", zmq.NOBLOCK)
+
+    # -- I/O thread ------------------------------------------------------------------
+
+    def _io_main(self, router: zmq.Socket, wake: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        last_load = 0.0
+        cpu_mark = (time.monotonic(), time.process_time())
+        while not self._stopping.is_set():
+            outbox = self.outbox
+            busy = bool(outbox.started or outbox.output or outbox.results or self.link.ack_owed)
+            events = dict(poller.poll(FLUSH_INTERVAL * 1000 if busy or self.running else 200))
+            if wake in events:
+                while wake.poll(0):
+                    wake.recv()
+            if router in events:
+                self._receive(router)
+            self._flush(router)
+            self._escalate_cancels(router)
+            for message in self.link.due_resends():
+                self._send_raw(router, message)
+            now = time.monotonic()
+            if now - last_load > LOAD_INTERVAL and self.peer is not None:
+                wall, cpu = now - cpu_mark[0], time.process_time() - cpu_mark[1]
+                cpu_mark = (now, time.process_time())
+                last_load = now
+                item = {"k": "load", "running": len(self.running), "cpu": round(100 * cpu / wall, 1), "memory": _rss()}
+                self._send(router, [item], [])
+        router.close(linger=0)
+        wake.close(linger=0)
+
+    def _receive(self, router: zmq.Socket) -> None:
+        while True:
+            try:
+                frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            peer, rest = frames[0].bytes, frames[1:]
+            opened = self.link.unpack(rest)
+            if opened is None:
+                continue  # not signed with our key: ignore
+            self.peer = peer
+            content, buffers = opened
+            verdict, resend = self.link.accept(content)
+            for message in resend:
+                self._send_raw(router, message)
+            if verdict == "gap":
+                request = self.link.gap_request()
+                if request is not None:
+                    self._send_raw(router, request)
+                continue
+            if verdict != "deliver":
+                continue
+            spawns = []
+            for item, payload in _channel.split_items(content.get("items", []), buffers):
+                kind = item["k"]
+                if kind == "spawn":
+                    self.running[item["t"]] = _Running(item.get("io", "host"))
+                    spawns.append((item, payload))
+                elif kind == "cancel":
+                    self._cancel(item["t"])
+                elif kind == "stop":
+                    self._stopping.set()
+            if spawns:
+                self.loop.call_soon_threadsafe(self._start_tasks, spawns)
+
+    def _flush(self, router: zmq.Socket) -> None:
+        started, output, results = self.outbox.take()
+        items: list[dict[str, Any]] = [{"k": "run", "t": task} for task in started]
+        items += [{"k": "out", "t": task, "o": entries} for task, entries in output.items()]
+        frames: list[Any] = []
+        for item, payload in results:
+            items.append(_channel.with_frames(item, payload))
+            frames.extend(payload)
+        if items:
+            self._send(router, items, frames)
+        elif self.link.ack_owed and self.peer is not None:
+            self._send_raw(router, self.link.control())
+
+    def _send(self, router: zmq.Socket, items: list[dict[str, Any]], frames: list[Any]) -> None:
+        self._send_raw(router, self.link.pack(items, frames))  # type: ignore[arg-type]
+
+    def _send_raw(self, router: zmq.Socket, message: list[Any]) -> None:
+        if self.peer is None:
+            return  # kept in the link's unacknowledged list; re-sent once the host speaks
+        try:
+            router.send_multipart([self.peer, *message], copy=False)
+        except zmq.ZMQError:
+            pass  # the host is gone or its queue is full: the link re-sends
+
+    def _cancel(self, task: str) -> None:
+        running = self.running.get(task)
+        if running is None or running.cancel_at is not None:
+            return
+        running.cancel_at = time.monotonic()
+        if running.task is not None:
+            self.loop.call_soon_threadsafe(running.task.cancel)
+
+    def _escalate_cancels(self, router: zmq.Socket) -> None:
+        now = time.monotonic()
+        for task_id, running in list(self.running.items()):
+            if running.cancel_at is None:
+                continue
+            waited = now - running.cancel_at
+            if waited > INTERRUPT_AFTER and not running.interrupted:
+                running.interrupted = True
+                self._interrupt(running)
+            if waited > STUCK_AFTER and not running.stuck_sent:
+                running.stuck_sent = True
+                self._send(router, [{"k": "stuck", "t": task_id}], [])
+
+    def _interrupt(self, running: _Running) -> None:
+        """Raise CancelledError inside the thread that runs a task ignoring its cancel."""
+        if running.thread is not None:
+            target = running.thread
+        elif running.task is not None and asyncio.current_task(self.loop) is running.task:
+            target = self._loop_thread
+        else:
+            return
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(asyncio.CancelledError))
+
+    # -- task thread -----------------------------------------------------------------
+
+    def _start_tasks(self, spawns: list[tuple[dict[str, Any], list[Any]]]) -> None:
+        self._loop_thread = threading.get_ident()
+        for item, payload in spawns:
+            task_id = item["t"]
+            running = self.running.get(task_id)
+            if running is None:
+                continue
+            context = contextvars.copy_context()
+            context.run(_current_task.set, task_id)
+            coro = self._run(task_id, payload, bool(item.get("sync")), running)
+            running.task = context.run(self.loop.create_task, coro)
+            if running.cancel_at is not None:
+                running.task.cancel()
+            else:
+                self.outbox.start(task_id)
+
+    async def _run(self, task_id: str, payload: list[Any], sync: bool, running: _Running) -> None:
+        try:
+            # Arguments arrive in read-only message frames; a local call would get
+            # writable objects, so buffers are copied once here.
+            fn, args, kwargs = self.serializer.loads([payload[0], *(bytearray(b) for b in payload[1:])])
+            if sync:
+                result = await self._run_sync(running, fn, args, kwargs)
+            else:
+                result = fn(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    result = await result
+        except asyncio.CancelledError:
+            self._finish(task_id, {"k": "done", "t": task_id, "ok": False, "cancelled": True}, [])
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the host
+            self._finish(task_id, {"k": "done", "t": task_id, "ok": False}, self._error_frames(exc))
+        else:
+            try:
+                frames = self.serializer.dumps(result)
+            except Exception as exc:  # noqa: BLE001
+                message = (
+                    f"the result of task {task_id} ({type(result).__module__}.{type(result).__qualname__}) "
+                    f"cannot be sent back to the host: {exc}. Return plain data instead."
+                )
+                error = TypeError(message)
+                self._finish(task_id, {"k": "done", "t": task_id, "ok": False, "serial": True}, self._error_frames(error))
+            else:
+                self._finish(task_id, {"k": "done", "t": task_id, "ok": True}, frames)
+
+    async def _run_sync(self, running: _Running, fn: Any, args: Any, kwargs: Any) -> Any:
+        context = contextvars.copy_context()
+
+        def call() -> Any:
+            running.thread = threading.get_ident()
+            try:
+                return context.run(fn, *args, **kwargs)
+            finally:
+                running.thread = None
+
+        future = self.loop.run_in_executor(self.pool, call)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The I/O thread interrupts the call's thread; wait until it really stops.
+            while not future.done():
+                try:
+                    await asyncio.shield(future)
+                except BaseException:  # noqa: BLE001
+                    pass
+            raise
+
+    def _finish(self, task_id: str, item: dict[str, Any], frames: list[Any]) -> None:
+        self.running.pop(task_id, None)
+        self.outbox.result(item, frames)
+        self._wake()
+
+    def _error_frames(self, exc: BaseException) -> list[Any]:
+        lines = traceback.format_exception(type(exc), exc, _worker_frames(exc.__traceback__))
+        report = {"type": type(exc).__qualname__, "module": type(exc).__module__, "message": str(exc), "traceback": lines}
+        try:
+            exc.__traceback__ = None
+            return self.serializer.dumps((exc, report))
+        except Exception:  # noqa: BLE001 - the exception itself cannot travel: its report can
+            return self.serializer.dumps((None, report))
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+_agent: Agent | None = None
+
+
+def start(hwm: int = 0) -> dict[str, Any]:
+    """Start the agent in this kernel (once) and say how to reach it."""
+    global _agent
+    if _agent is None:
+        from IPython import get_ipython
+
+        kernel = get_ipython().kernel
+        app = kernel.parent
+        session = Session(key=kernel.session.key, signature_scheme=kernel.session.signature_scheme)
+        _agent = Agent(session, ip=getattr(app, "ip", "127.0.0.1") or "127.0.0.1", hwm=hwm)
+        _agent.start()
+    return {
+        "port": _agent.port,
+        "pid": os.getpid(),
+        "python": list(sys.version_info[:3]),
+        "protocol": PROTOCOL,
+        "host": __import__("socket").gethostname(),
+    }

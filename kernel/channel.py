@@ -1,0 +1,176 @@
+"""The data plane's wire format and its reliable delivery, shared by host and agent.
+
+A message is a Jupyter message (signed by ``jupyter_client.Session`` with the worker
+kernel's key) whose content carries a batch of items; each item's payload frames (a
+pickle and its out-of-band buffers) follow as message buffers. The pickle frames are
+not covered by the Jupyter signature, so each item carries their digest inside the
+signed content; raw buffers are plain data and need none.
+
+Delivery: every data message has a sequence number; the receiver delivers them in
+order, drops duplicates and asks for a re-send when it sees a gap; the sender keeps what
+was not acknowledged. ``Link`` is that bookkeeping, independent of the socket (zmq or a
+comm) that carries the frames.
+
+This module is sent to worker kernels as source: standard library, zmq and
+jupyter_client only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections import OrderedDict
+from typing import Any, TypedDict
+
+from jupyter_client.session import Session
+
+__all__ = ["Link", "Item", "MSG_TYPE", "digest", "split_items", "with_frames"]
+
+MSG_TYPE = "elsewhere_data"
+#: After this long without an acknowledgement, everything unacknowledged is sent again.
+RESEND_AFTER = 1.0
+#: A gap is reported at most this often (the re-send is in flight meanwhile).
+GAP_REPORT_INTERVAL = 0.2
+
+
+class Item(TypedDict, total=False):
+    """One unit of work or news in a data message.
+
+    ``k`` is the kind: host to agent ``spawn``, ``cancel``; agent to host ``out``,
+    ``done``, ``load``, ``stuck``. ``t`` names the task, ``nb`` counts the item's frames
+    among the message buffers and ``h`` holds the digest of its first frame.
+    """
+
+    k: str
+    t: str
+    nb: int
+    h: str
+    sync: bool
+    ok: bool
+    o: list[Any]
+    io: str
+    running: int
+    cpu: float
+    memory: int
+
+
+def digest(frame: Any) -> str:
+    return hashlib.sha256(frame).hexdigest()
+
+
+class Link:
+    """Sequencing, acknowledgement and re-send for one host-agent pair."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.next_seq = 1
+        self.unacked: OrderedDict[int, list[Any]] = OrderedDict()
+        self.expected = 1
+        self.ack_owed = False
+        self.last_ack_time = time.monotonic()
+        self.last_gap_report = 0.0
+        self.resent = 0
+        self.gaps = 0
+
+    # -- sending -------------------------------------------------------------------
+
+    def pack(self, items: list[Item], frames: list[Any]) -> list[Any]:
+        """The frames of one data message carrying ``items``; kept until acknowledged."""
+        seq = self.next_seq
+        self.next_seq += 1
+        content = {"seq": seq, "ack": self.expected - 1, "items": items}
+        message = self.session.serialize(self.session.msg(MSG_TYPE, content)) + list(frames)
+        if not self.unacked:
+            self.last_ack_time = time.monotonic()
+        self.unacked[seq] = message
+        self.ack_owed = False
+        return message
+
+    def control(self, **content: Any) -> list[Any]:
+        """An unsequenced message: an acknowledgement or a re-send request."""
+        content.setdefault("ack", self.expected - 1)
+        content["seq"] = 0
+        self.ack_owed = False
+        return self.session.serialize(self.session.msg(MSG_TYPE, content))
+
+    def due_resends(self) -> list[list[Any]]:
+        """Messages to send again because no acknowledgement came for too long."""
+        if self.unacked and time.monotonic() - self.last_ack_time > RESEND_AFTER:
+            self.last_ack_time = time.monotonic()
+            self.resent += len(self.unacked)
+            return list(self.unacked.values())
+        return []
+
+    # -- receiving -----------------------------------------------------------------
+
+    def unpack(self, frames: list[Any]) -> tuple[dict[str, Any], list[Any]] | None:
+        """Verify and open a message (``frames`` start at the delimiter); None if forged."""
+        if len(frames) < 6:
+            return None
+        signature = bytes(frames[1])
+        parts = [bytes(f) for f in frames[2:6]]
+        if self.session.auth is not None and not hmac.compare_digest(signature, self.session.sign(parts)):
+            return None
+        content = self.session.unpack(parts[3])
+        return content, list(frames[6:])
+
+    def accept(self, content: dict[str, Any]) -> tuple[str, list[list[Any]]]:
+        """Account for an incoming message.
+
+        Returns what to do with it (``deliver``, ``skip`` for a duplicate or a control
+        message, ``gap`` when earlier messages are missing) and the messages to send
+        again now (on a re-send request, or after a gap: none).
+        """
+        self._acknowledged(content.get("ack", 0))
+        resend: list[list[Any]] = []
+        if "resend" in content:
+            start = content["resend"]
+            resend = [m for s, m in self.unacked.items() if s >= start]
+            self.resent += len(resend)
+        seq = content.get("seq", 0)
+        if seq == 0 or seq < self.expected:
+            return "skip", resend
+        if seq > self.expected:
+            self.gaps += 1
+            return "gap", resend
+        self.expected += 1
+        self.ack_owed = True
+        return "deliver", resend
+
+    def gap_request(self) -> list[Any] | None:
+        """A re-send request for the first missing message, unless one is in flight."""
+        now = time.monotonic()
+        if now - self.last_gap_report < GAP_REPORT_INTERVAL:
+            return None
+        self.last_gap_report = now
+        return self.control(resend=self.expected)
+
+    def _acknowledged(self, upto: int) -> None:
+        if self.unacked and upto >= next(iter(self.unacked)):
+            self.last_ack_time = time.monotonic()
+            while self.unacked and next(iter(self.unacked)) <= upto:
+                self.unacked.popitem(last=False)
+
+
+def split_items(items: list[Item], buffers: list[Any]) -> list[tuple[Item, list[Any]]]:
+    """Pair each item with its frames (``nb`` of them, in order), checking digests."""
+    paired = []
+    position = 0
+    for item in items:
+        count = item.get("nb", 0)
+        frames = buffers[position : position + count]
+        position += count
+        if count and item.get("h") != digest(frames[0]):
+            raise ValueError(f"payload of item {item.get('k')} {item.get('t')} fails its digest")
+        paired.append((item, frames))
+    return paired
+
+
+def with_frames(item: Item, frames: list[Any]) -> Item:
+    """Stamp ``item`` with the count and digest of ``frames``."""
+    item["nb"] = len(frames)
+    if frames:
+        item["h"] = digest(frames[0])
+    return item
+

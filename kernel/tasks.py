@@ -1,0 +1,82 @@
+"""The host's record of one remote task: where it is, what it printed, how it ended."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RemoteTask", "TaskOptions", "OutputLog"]
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How a cell wants its tasks run (from ``%%distribute`` options or the API)."""
+
+    placement: str = "least-loaded"
+    on: tuple[str, ...] | None = None
+    io: str = "host"
+
+
+class OutputLog:
+    """A task's output kept on the host, bounded, so that nothing is lost for frontends
+    that drop late messages: the task handle, ``%tasks`` and the widget read it."""
+
+    def __init__(self, limit: int = 1 << 20) -> None:
+        self.limit = limit
+        self.size = 0
+        self.dropped = 0
+        self.entries: deque[list[Any]] = deque()
+
+    def extend(self, entries: list[list[Any]]) -> None:
+        for entry in entries:
+            size = len(entry[2]) if entry[0] == "stream" else 256
+            self.entries.append(entry)
+            self.size += size
+        while self.size > self.limit and len(self.entries) > 1:
+            old = self.entries.popleft()
+            self.size -= len(old[2]) if old[0] == "stream" else 256
+            self.dropped += 1
+
+    def text(self, name: str | None = None) -> str:
+        """The stream text kept (stdout and stderr interleaved as printed, or one of them)."""
+        return "".join(e[2] for e in self.entries if e[0] == "stream" and (name is None or e[1] == name))
+
+
+@dataclass(eq=False)
+class RemoteTask:
+    """One call running (or about to run) on a worker."""
+
+    name: str
+    summary: str
+    frames: list[Any] | None
+    sync: bool = False
+    options: TaskOptions = field(default_factory=TaskOptions)
+    parent: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: f"t{next(_ids)}")
+    state: str = "pending"
+    worker: str | None = None
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    output: OutputLog = field(default_factory=OutputLog)
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+
+    @property
+    def cell(self) -> str | None:
+        """The msg_id of the execute request that spawned this task."""
+        return self.parent.get("msg_id") if self.parent else None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+    def elapsed(self) -> float:
+        start = self.started or self.created
+        return (self.finished or time.time()) - start

@@ -1,0 +1,258 @@
+"""One worker as the host sees it: a Jupyter kernel started through ``jupyter_client``,
+its agent, and the data-plane connection to it. Lives on the runtime loop."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_client.session import Session
+from traitlets import Unicode
+
+from .bootstrap import INFO_NAME, bootstrap_code
+from .channel import Link, split_items
+from .errors import ElsewhereError
+from .tasks import RemoteTask
+
+__all__ = ["Worker", "WorkerStartError", "WorkerSpecManager"]
+
+WORKER_KERNEL = "elsewhere-worker"
+
+
+def _ignore_send_failure(sent: Any) -> None:
+    # A failed send is kept by the link and re-sent; nothing to report here.
+    if not sent.cancelled():
+        sent.exception()
+
+
+class WorkerStartError(ElsewhereError):
+    """A worker kernel could not be started or turned into a worker."""
+
+
+class WorkerSpecManager(KernelSpecManager):
+    """Serves the one kernel spec workers use: a plain ipykernel on a chosen Python."""
+
+    python = Unicode(sys.executable, help="The Python that runs worker kernels.").tag(config=True)
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        if kernel_name != WORKER_KERNEL:
+            return super().get_kernel_spec(kernel_name)
+        return KernelSpec(
+            argv=[self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            display_name="elsewhere worker",
+            language="python",
+            interrupt_mode="signal",
+            metadata={},
+            env={},
+        )
+
+
+class Worker:
+    """A worker kernel and its agent. All methods run on the runtime loop."""
+
+    backend = "local"
+
+    def __init__(
+        self,
+        worker_id: str,
+        *,
+        python: str,
+        on_message: Callable[[Worker, list[tuple[dict[str, Any], list[Any]]]], None],
+        hwm: int = 0,
+        force_source: bool = False,
+        startup_timeout: float = 60,
+    ) -> None:
+        self.id = worker_id
+        self.python = python
+        self.state = "starting"
+        self.pid: int | None = None
+        self.host = "localhost"
+        self.info: dict[str, Any] = {}
+        self.running: dict[str, RemoteTask] = {}
+        self.cpu: float | None = None
+        self.memory: int | None = None
+        self.hwm = hwm
+        self.force_source = force_source
+        self.startup_timeout = startup_timeout
+        self._on_message = on_message
+        self.km: AsyncKernelManager | None = None
+        self.kc: Any = None
+        self.socket: zmq.asyncio.Socket | None = None
+        self.link: Link | None = None
+        self.cwd: str | None = None
+        self._reader: asyncio.Task[Any] | None = None
+        self._log: Any = None
+        self.log_path = ""
+
+    @property
+    def load(self) -> int:
+        return len(self.running)
+
+    @property
+    def ready(self) -> bool:
+        return self.state in ("idle", "busy")
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} pid={self.pid} {self.state} running={self.load}>"
+
+    # -- start -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the kernel, install the agent, connect the data plane."""
+        self.cwd = tempfile.mkdtemp(prefix=f"elsewhere-{self.id}-")
+        specs = WorkerSpecManager(python=self.python)
+        self.km = AsyncKernelManager(
+            kernel_name=WORKER_KERNEL, kernel_spec_manager=specs, transport="tcp", ip="127.0.0.1"
+        )
+        env = dict(os.environ, ELSEWHERE_WORKER=self.id)
+        # The worker's own stdout/stderr would otherwise be the host kernel's, which
+        # ipykernel forwards into whatever cell runs: keep them in a log file instead.
+        self.log_path = f"{self.cwd}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        try:
+            await self.km.start_kernel(cwd=self.cwd, env=env, stdout=subprocess.DEVNULL, stderr=self._log)
+        except Exception as exc:
+            msg = f"worker {self.id} could not start its kernel with {self.python}: {exc}"
+            raise WorkerStartError(msg) from exc
+        self.pid = getattr(self.km.provisioner, "pid", None)
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        try:
+            await self.kc.wait_for_ready(timeout=self.startup_timeout)
+        except RuntimeError as exc:
+            msg = (
+                f"worker {self.id} (pid {self.pid}) exited before it answered: is ipykernel "
+                f"installed for {self.python}? ({exc})"
+            )
+            raise WorkerStartError(msg) from exc
+        self.info = await self._bootstrap()
+        self._check_python()
+        self.host = self.info.get("host", "localhost")
+        session = Session(key=self.km.session.key, signature_scheme=self.km.session.signature_scheme)
+        self.link = Link(session)
+        self.socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.SNDHWM, self.hwm)
+        self.socket.setsockopt(zmq.RCVHWM, self.hwm)
+        self.socket.connect(f"tcp://{self.km.ip}:{self.info['port']}")
+        self._send_raw(self.link.control())  # introduces us to the agent's ROUTER
+        self.state = "idle"
+
+    async def _bootstrap(self) -> dict[str, Any]:
+        code = bootstrap_code(hwm=self.hwm, force_source=self.force_source)
+        msg_id = self.kc.execute(code, silent=True, store_history=False, user_expressions={"info": INFO_NAME})
+        deadline = asyncio.get_running_loop().time() + self.startup_timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            reply = await self.kc.get_shell_msg(timeout=max(remaining, 0.1))
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        content = reply["content"]
+        if content["status"] != "ok":
+            tb = "\n".join(content.get("traceback", []))
+            msg = f"worker {self.id} (pid {self.pid}) refused the agent: {content.get('ename')}: {content.get('evalue')}\n{tb}"
+            raise WorkerStartError(msg)
+        expression = content["user_expressions"]["info"]
+        if expression.get("status") != "ok":
+            msg = f"worker {self.id} (pid {self.pid}) did not report its agent: {expression.get('evalue')}"
+            raise WorkerStartError(msg)
+        return ast.literal_eval(expression["data"]["text/plain"])
+
+    def _check_python(self) -> None:
+        theirs = tuple(self.info.get("python", ()))[:2]
+        ours = sys.version_info[:2]
+        if theirs != ours:
+            version = ".".join(map(str, self.info.get("python", ())))
+            msg = (
+                f"worker {self.id} runs Python {version} but the host runs Python "
+                f"{sys.version.split()[0]}: code travels between them as bytecode, which differs "
+                f"between Python versions. Start workers with the host's Python "
+                f"(c.ElsewhereKernel.worker_python = {sys.executable!r})."
+            )
+            raise WorkerStartError(msg)
+
+    # -- data plane ------------------------------------------------------------------
+
+    def start_reading(self, spawn: Callable[[Awaitable[Any]], Any]) -> None:
+        self._reader = spawn(self._read())
+
+    async def _read(self) -> None:
+        assert self.socket is not None and self.link is not None
+        link = self.link
+        while True:
+            frames = await self.socket.recv_multipart(copy=False)
+            opened = link.unpack([f.buffer for f in frames])
+            if opened is None:
+                continue
+            content, buffers = opened
+            verdict, resend = link.accept(content)
+            for message in resend:
+                self._send_raw(message)
+            if verdict == "gap":
+                request = link.gap_request()
+                if request is not None:
+                    self._send_raw(request)
+                continue
+            if verdict == "deliver":
+                self._on_message(self, split_items(content.get("items", []), buffers))
+            if link.ack_owed and not await self.socket.poll(0):
+                self._send_raw(link.control())
+
+    def send(self, items: list[dict[str, Any]], frames: list[Any]) -> None:
+        """Send one data message now (in order with every other send to this worker)."""
+        assert self.link is not None
+        self._send_raw(self.link.pack(items, frames))  # type: ignore[arg-type]
+
+    def resend_due(self) -> None:
+        if self.link is not None:
+            for message in self.link.due_resends():
+                self._send_raw(message)
+
+    def _send_raw(self, message: list[Any]) -> None:
+        if self.socket is None:
+            return
+        sent = self.socket.send_multipart(message, copy=False)
+        sent.add_done_callback(_ignore_send_failure)
+
+    # -- health and stop -------------------------------------------------------------
+
+    async def is_alive(self) -> bool:
+        return self.km is not None and await self.km.is_alive()
+
+    async def stop(self, now: bool = False) -> None:
+        """Shut the kernel down (asking first, unless ``now``) and release everything."""
+        if self._reader is not None:
+            self._reader.cancel()
+        if self.socket is not None:
+            self.socket.close(linger=0)
+            self.socket = None
+        if self.kc is not None:
+            self.kc.stop_channels()
+        if self.km is not None and self.km.has_kernel:
+            try:
+                await self.km.shutdown_kernel(now=now)
+            except Exception:  # noqa: BLE001 - already gone: make sure of it
+                await self.km.shutdown_kernel(now=True)
+        elif self.km is not None:
+            self.km.cleanup_resources()
+        if self.cwd:
+            shutil.rmtree(self.cwd, ignore_errors=True)
+        if self._log is not None:
+            self._log.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
+            self._log = None
+        if self.state != "lost":
+            self.state = "stopped"
