@@ -38,6 +38,8 @@ __all__ = ["Agent", "start", "PROTOCOL"]
 
 #: Bumped whenever host and agent would misunderstand each other.
 PROTOCOL = 1
+#: The comm target of the fallback route.
+COMM_TARGET = "elsewhere"
 #: Output is sent at least this often while a task prints.
 FLUSH_INTERVAL = 0.01
 #: Cancel escalation: cooperative cancel, then after this an exception raised in the
@@ -174,11 +176,16 @@ def _worker_frames(tb: Any) -> Any:
 class Agent:
     """One per worker kernel. ``start()`` returns the port the host connects to."""
 
-    def __init__(self, session: Session, ip: str = "127.0.0.1", *, hwm: int = 0, name: str = "worker") -> None:
+    def __init__(
+        self, session: Session, ip: str = "127.0.0.1", *, hwm: int = 0, route: str = "zmq", name: str = "worker"
+    ) -> None:
         self.session = session
         self.ip = ip
         self.hwm = hwm
+        self.route = route
         self.name = name
+        self.comm: Any = None
+        self._comm_inbox: list[list[Any]] = []
         self.link = _channel.Link(session)
         self.serializer = _serialize.Serializer()
         self.outbox = _Outbox()
@@ -206,9 +213,28 @@ class Agent:
         self._wake_send = self._context.socket(zmq.PAIR)
         self._wake_send.connect(f"inproc://elsewhere-wake-{id(self)}")
         self._install_streams()
+        if self.route == "comm":
+            self._open_comm_target()
         threading.Thread(target=self.loop.run_forever, name="elsewhere-tasks", daemon=True).start()
         threading.Thread(target=self._io_main, args=(router, wake_recv), name="elsewhere-io", daemon=True).start()
         return self.port
+
+    def _open_comm_target(self) -> None:
+        """The fallback route: the same messages as comm messages, for where only the
+        Jupyter protocol reaches the kernel. They arrive on the kernel's main thread and
+        are handed to the I/O thread; the I/O thread sends through the comm (iopub)."""
+        from IPython import get_ipython
+
+        def opened(comm: Any, _msg: Any) -> None:
+            self.comm = comm
+
+            def received(msg: dict[str, Any]) -> None:
+                self._comm_inbox.append(list(msg.get("buffers") or []))
+                self._wake()
+
+            comm.on_msg(received)
+
+        get_ipython().kernel.comm_manager.register_target(COMM_TARGET, opened)
 
     def _install_streams(self) -> None:
         """Route task output to the host; everything else still goes where it went."""
@@ -250,19 +276,21 @@ class Agent:
         cpu_mark = (time.monotonic(), time.process_time())
         while not self._stopping.is_set():
             outbox = self.outbox
-            busy = bool(outbox.started or outbox.output or outbox.results or self.link.ack_owed)
+            busy = bool(outbox.started or outbox.output or outbox.results or self.link.ack_owed or self.link.unacked)
             events = dict(poller.poll(FLUSH_INTERVAL * 1000 if busy or self.running else 200))
             if wake in events:
                 while wake.poll(0):
                     wake.recv()
             if router in events:
                 self._receive(router)
+            while self._comm_inbox:
+                self._handle(router, None, self._comm_inbox.pop(0))
             self._flush(router)
             self._escalate_cancels(router)
             for message in self.link.due_resends():
                 self._send_raw(router, message)
             now = time.monotonic()
-            if now - last_load > LOAD_INTERVAL and self.peer is not None:
+            if now - last_load > LOAD_INTERVAL and self._connected:
                 wall, cpu = now - cpu_mark[0], time.process_time() - cpu_mark[1]
                 cpu_mark = (now, time.process_time())
                 last_load = now
@@ -277,36 +305,42 @@ class Agent:
                 frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            peer, rest = frames[0].bytes, frames[1:]
-            opened = self.link.unpack(rest)
-            if opened is None:
-                continue  # not signed with our key: ignore
+            self._handle(router, frames[0].bytes, [f.buffer for f in frames[1:]])
+
+    def _handle(self, router: zmq.Socket, peer: bytes | None, frames: list[Any]) -> None:
+        """One data message from the host (``peer`` is None on the comm route)."""
+        opened = self.link.unpack(frames)
+        if opened is None:
+            return  # not signed with our key: ignore
+        if peer is not None:
             self.peer = peer
-            content, buffers = opened
-            verdict, resend = self.link.accept(content)
-            for message in resend:
-                self._send_raw(router, message)
-            if verdict == "gap":
-                request = self.link.gap_request()
-                if request is not None:
-                    self._send_raw(router, request)
-                continue
-            if verdict != "deliver":
-                continue
-            spawns = []
-            for item, payload in _channel.split_items(content.get("items", []), buffers):
-                kind = item["k"]
-                if kind == "spawn":
-                    self.running[item["t"]] = _Running(item.get("io", "host"))
-                    spawns.append((item, payload))
-                elif kind == "cancel":
-                    self._cancel(item["t"])
-                elif kind == "stop":
-                    self._stopping.set()
-            if spawns:
-                self.loop.call_soon_threadsafe(self._start_tasks, spawns)
+        ready, replies = self.link.accept(*opened)
+        for message in replies:
+            self._send_raw(router, message)
+        for content, buffers in ready:
+            self._deliver(content, buffers)
+
+    def _deliver(self, content: dict[str, Any], buffers: list[Any]) -> None:
+        spawns = []
+        for item, payload in _channel.split_items(content.get("items", []), buffers):
+            kind = item["k"]
+            if kind == "spawn":
+                self.running[item["t"]] = _Running(item.get("io", "host"))
+                spawns.append((item, payload))
+            elif kind == "cancel":
+                self._cancel(item["t"])
+            elif kind == "path":
+                for path in reversed(item["p"]):
+                    if path not in sys.path:
+                        sys.path.insert(0, path)
+            elif kind == "stop":
+                self._stopping.set()
+        if spawns:
+            self.loop.call_soon_threadsafe(self._start_tasks, spawns)
 
     def _flush(self, router: zmq.Socket) -> None:
+        if not self.link.window_open:
+            return  # the host is behind: what is ready waits in the outbox
         started, output, results = self.outbox.take()
         items: list[dict[str, Any]] = [{"k": "run", "t": task} for task in started]
         items += [{"k": "out", "t": task, "o": entries} for task, entries in output.items()]
@@ -316,19 +350,27 @@ class Agent:
             frames.extend(payload)
         if items:
             self._send(router, items, frames)
-        elif self.link.ack_owed and self.peer is not None:
+        elif self.link.ack_owed and self._connected:
             self._send_raw(router, self.link.control())
 
     def _send(self, router: zmq.Socket, items: list[dict[str, Any]], frames: list[Any]) -> None:
         self._send_raw(router, self.link.pack(items, frames))  # type: ignore[arg-type]
 
     def _send_raw(self, router: zmq.Socket, message: list[Any]) -> None:
+        if self.route == "comm":
+            if self.comm is not None:
+                self.comm.send(data={}, buffers=[bytes(f) for f in message])
+            return
         if self.peer is None:
             return  # kept in the link's unacknowledged list; re-sent once the host speaks
         try:
             router.send_multipart([self.peer, *message], copy=False)
         except zmq.ZMQError:
             pass  # the host is gone or its queue is full: the link re-sends
+
+    @property
+    def _connected(self) -> bool:
+        return self.comm is not None if self.route == "comm" else self.peer is not None
 
     def _cancel(self, task: str) -> None:
         running = self.running.get(task)
@@ -457,7 +499,7 @@ def _rss() -> int:
 _agent: Agent | None = None
 
 
-def start(hwm: int = 0) -> dict[str, Any]:
+def start(hwm: int = 0, route: str = "zmq") -> dict[str, Any]:
     """Start the agent in this kernel (once) and say how to reach it."""
     global _agent
     if _agent is None:
@@ -466,12 +508,14 @@ def start(hwm: int = 0) -> dict[str, Any]:
         kernel = get_ipython().kernel
         app = kernel.parent
         session = Session(key=kernel.session.key, signature_scheme=kernel.session.signature_scheme)
-        _agent = Agent(session, ip=getattr(app, "ip", "127.0.0.1") or "127.0.0.1", hwm=hwm)
+        _agent = Agent(session, ip=getattr(app, "ip", "127.0.0.1") or "127.0.0.1", hwm=hwm, route=route)
         _agent.start()
     return {
         "port": _agent.port,
         "pid": os.getpid(),
         "python": list(sys.version_info[:3]),
         "protocol": PROTOCOL,
+        "route": _agent.route,
+        "comm_target": COMM_TARGET,
         "host": __import__("socket").gethostname(),
     }

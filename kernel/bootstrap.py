@@ -8,6 +8,7 @@ so that pickles naming ``elsewhere.kernel.serialize`` resolve on both sides.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from . import agent
@@ -19,8 +20,11 @@ INFO_NAME = "_elsewhere_agent_info"
 _SHIPPED = ("channel", "serialize", "agent")
 
 _TEMPLATE = """
-def _elsewhere_boot(sources, force_source, hwm, protocol):
-    import importlib, sys, types
+def _elsewhere_boot(sources, force_source, hwm, route, protocol, python):
+    import socket, sys, types
+    if list(sys.version_info[:2]) != python[:2]:
+        # Code travels as bytecode: refuse before installing anything.
+        return {{"python": list(sys.version_info[:3]), "host": socket.gethostname()}}
     agent = None
     if not force_source:
         try:
@@ -45,13 +49,13 @@ def _elsewhere_boot(sources, force_source, hwm, protocol):
             setattr(sys.modules["elsewhere.kernel"], short, module)
             exec(compile(source, module.__file__, "exec"), module.__dict__)
         agent = sys.modules["elsewhere.kernel.agent"]
-    return agent.start(hwm=hwm)
-{info} = _elsewhere_boot({sources}, {force}, {hwm}, {protocol})
+    return agent.start(hwm=hwm, route=route)
+{info} = _elsewhere_boot({sources}, {force}, {hwm}, {route!r}, {protocol}, {python})
 del _elsewhere_boot
 """
 
 
-def bootstrap_code(*, hwm: int = 0, force_source: bool = False) -> str:
+def bootstrap_code(*, hwm: int = 0, route: str = "zmq", force_source: bool = False) -> str:
     """Python source that starts the agent in a kernel and leaves its info in ``INFO_NAME``."""
     here = Path(__file__).parent
     sources = [(name, (here / f"{name}.py").read_text()) for name in _SHIPPED]
@@ -60,5 +64,7 @@ def bootstrap_code(*, hwm: int = 0, force_source: bool = False) -> str:
         sources=json.dumps(sources),
         force=repr(bool(force_source)),
         hwm=int(hwm),
+        route=route,
         protocol=agent.PROTOCOL,
+        python=list(sys.version_info[:3]),
     )

@@ -107,6 +107,11 @@ def _qualname(code: types.CodeType) -> str:
     return getattr(code, "co_qualname", code.co_name)
 
 
+def _display_name(qualname: str) -> str:
+    """``outer.<locals>.inner`` reads as ``inner``; ``Class.method`` stays as it is."""
+    return qualname.rpartition("<locals>.")[2]
+
+
 def _find_function(code: types.CodeType, scope: dict[str, Any]) -> Callable[..., Any] | None:
     """The function object that owns ``code``, if the module scope still names it."""
     target: Any = scope
@@ -157,7 +162,7 @@ def from_coroutine(coro: types.CoroutineType) -> Call:
         kwargs.update(values[varkw])
     arg_names = positional + ((f"*{varargs}",) * (len(args) - len(positional)) if varargs else ())
     coro.close()
-    return Call(fn, args, kwargs, _qualname(code), tuple(arg_names))
+    return Call(fn, args, kwargs, _display_name(_qualname(code)), tuple(arg_names))
 
 
 def from_executor(fn: Callable[..., Any], args: tuple[Any, ...]) -> Call:
@@ -170,7 +175,7 @@ def from_executor(fn: Callable[..., Any], args: tuple[Any, ...]) -> Call:
     ):
         # asyncio.to_thread(f, *a, **kw) submits partial(context.run, f, *a, **kw)
         fn, args, kwargs = fn.args[0], fn.args[1:] + args, dict(fn.keywords)
-    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    name = _display_name(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__)
     try:
         params = list(inspect.signature(fn).parameters)[: len(args)]
     except (TypeError, ValueError):

@@ -31,7 +31,7 @@ MSG_TYPE = "elsewhere_data"
 #: After this long without an acknowledgement, everything unacknowledged is sent again.
 RESEND_AFTER = 1.0
 #: A gap is reported at most this often (the re-send is in flight meanwhile).
-GAP_REPORT_INTERVAL = 0.2
+GAP_REPORT_INTERVAL = 0.05
 
 
 class Item(TypedDict, total=False):
@@ -60,13 +60,23 @@ def digest(frame: Any) -> str:
 
 
 class Link:
-    """Sequencing, acknowledgement and re-send for one host-agent pair."""
+    """Sequencing, acknowledgement and selective re-send for one host-agent pair.
+
+    The receiver holds messages that arrive early (after a gap) and delivers them in
+    order once the gap is filled; it asks for exactly the missing ones. The sender keeps
+    every message until it is acknowledged and sends no more than ``WINDOW`` ahead of the
+    acknowledgements, so a slow receiver slows the sender instead of losing messages.
+    """
+
+    #: At most this many unacknowledged data messages in flight.
+    WINDOW = 64
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.next_seq = 1
         self.unacked: OrderedDict[int, list[Any]] = OrderedDict()
         self.expected = 1
+        self.held: dict[int, tuple[dict[str, Any], list[Any]]] = {}
         self.ack_owed = False
         self.last_ack_time = time.monotonic()
         self.last_gap_report = 0.0
@@ -74,6 +84,10 @@ class Link:
         self.gaps = 0
 
     # -- sending -------------------------------------------------------------------
+
+    @property
+    def window_open(self) -> bool:
+        return len(self.unacked) < self.WINDOW
 
     def pack(self, items: list[Item], frames: list[Any]) -> list[Any]:
         """The frames of one data message carrying ``items``; kept until acknowledged."""
@@ -95,11 +109,12 @@ class Link:
         return self.session.serialize(self.session.msg(MSG_TYPE, content))
 
     def due_resends(self) -> list[list[Any]]:
-        """Messages to send again because no acknowledgement came for too long."""
+        """The oldest unacknowledged message again, when no acknowledgement came for too
+        long (it, or its acknowledgement, was lost; the receiver asks for the rest)."""
         if self.unacked and time.monotonic() - self.last_ack_time > RESEND_AFTER:
             self.last_ack_time = time.monotonic()
-            self.resent += len(self.unacked)
-            return list(self.unacked.values())
+            self.resent += 1
+            return [next(iter(self.unacked.values()))]
         return []
 
     # -- receiving -----------------------------------------------------------------
@@ -115,36 +130,50 @@ class Link:
         content = self.session.unpack(parts[3])
         return content, list(frames[6:])
 
-    def accept(self, content: dict[str, Any]) -> tuple[str, list[list[Any]]]:
+    def accept(self, content: dict[str, Any], buffers: list[Any]) -> tuple[list[tuple[dict[str, Any], list[Any]]], list[list[Any]]]:
         """Account for an incoming message.
 
-        Returns what to do with it (``deliver``, ``skip`` for a duplicate or a control
-        message, ``gap`` when earlier messages are missing) and the messages to send
-        again now (on a re-send request, or after a gap: none).
+        Returns the messages now deliverable, in order (this one, and any held ones it
+        unblocks), and the messages to send back now: re-sends the peer asked for, and
+        our own request for what is missing.
         """
         self._acknowledged(content.get("ack", 0))
-        resend: list[list[Any]] = []
-        if "resend" in content:
-            start = content["resend"]
-            resend = [m for s, m in self.unacked.items() if s >= start]
-            self.resent += len(resend)
+        replies: list[list[Any]] = []
+        for seq in content.get("resend", ()):
+            message = self.unacked.get(seq)
+            if message is not None:
+                replies.append(message)
+                self.resent += 1
         seq = content.get("seq", 0)
-        if seq == 0 or seq < self.expected:
-            return "skip", resend
+        if seq == 0 or seq < self.expected or seq in self.held:
+            return [], replies
         if seq > self.expected:
+            self.held[seq] = (content, buffers)
             self.gaps += 1
-            return "gap", resend
+            request = self._gap_request()
+            if request is not None:
+                replies.append(request)
+            return [], replies
+        ready = [(content, buffers)]
         self.expected += 1
+        while self.expected in self.held:
+            ready.append(self.held.pop(self.expected))
+            self.expected += 1
         self.ack_owed = True
-        return "deliver", resend
+        if self.held:
+            request = self._gap_request()
+            if request is not None:
+                replies.append(request)
+        return ready, replies
 
-    def gap_request(self) -> list[Any] | None:
-        """A re-send request for the first missing message, unless one is in flight."""
+    def _gap_request(self) -> list[Any] | None:
+        """Ask for the messages missing before the ones held, unless we just asked."""
         now = time.monotonic()
         if now - self.last_gap_report < GAP_REPORT_INTERVAL:
             return None
         self.last_gap_report = now
-        return self.control(resend=self.expected)
+        missing = [s for s in range(self.expected, max(self.held)) if s not in self.held]
+        return self.control(resend=missing[:1000])
 
     def _acknowledged(self, upto: int) -> None:
         if self.unacked and upto >= next(iter(self.unacked)):

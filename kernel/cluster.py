@@ -20,6 +20,7 @@ from .errors import ElsewhereError, NoWorkers, SerializationError, WorkerLost, a
 from .events import EventStream, TaskEvent, WorkerEvent
 from .output import ConsoleSink, OutputSink
 from .placement import POLICIES, choose
+from .routes import ROUTES
 from .runtime import RuntimeThread, TaskOwner
 from .serialize import Serializer
 from .tasks import RemoteTask, TaskOptions
@@ -86,6 +87,7 @@ class Cluster:
         python: str | None = None,
         output: OutputSink | None = None,
         hwm: int = 0,
+        route: str | None = None,
         force_source: bool = False,
         startup_timeout: float = 60,
         events: EventStream | None = None,
@@ -99,6 +101,10 @@ class Cluster:
         self.events = events or EventStream()
         self.serializer = Serializer(sources=True)
         self.hwm = hwm
+        self.route = route or os.environ.get("ELSEWHERE_ROUTE", "zmq")
+        if self.route not in ROUTES:
+            msg = f"route={self.route!r}: choose one of {', '.join(ROUTES)} (zmq unless only the Jupyter protocol reaches the workers)"
+            raise ValueError(msg)
         self.force_source = force_source
         self.startup_timeout = startup_timeout
         self.runtime = RuntimeThread()
@@ -208,6 +214,14 @@ class Cluster:
             WorkerInfo(w.id, w.state, w.pid, w.host, w.backend, w.load, w.cpu, w.memory)
             for w in list(self._workers.values())
         ]
+
+    def link_stats(self) -> dict[str, dict[str, int]]:
+        """Per worker: data messages sent, re-sent, and gaps seen (lost messages repaired)."""
+        return {
+            w.id: {"sent": w.link.next_seq - 1, "resent": w.link.resent, "gaps": w.link.gaps}
+            for w in list(self._workers.values())
+            if w.link is not None
+        }
 
     def tasks(self) -> list[RemoteTask]:
         return list(self._tasks.values())
@@ -353,6 +367,12 @@ class Cluster:
 
         items: list[dict[str, Any]] = []
         frames: list[Any] = []
+        # Functions from the host's importable modules travel by reference: local workers
+        # share the file system, so they can import whatever the host can import.
+        paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+        if paths != worker.sys_path:
+            worker.sys_path = paths
+            items.append({"k": "path", "p": paths})
         for record in records:
             payload = record.frames or []
             items.append(with_frames({"k": "spawn", "t": record.id, "sync": record.sync, "io": record.options.io}, payload))
@@ -362,6 +382,7 @@ class Cluster:
     def _cancel(self, record: RemoteTask) -> None:
         if record.done:
             return
+        record.cancel_requested = True
         if record.state == "pending":
             self._settle(record, "cancelled")
             return
@@ -462,6 +483,7 @@ class Cluster:
             python=self.python,
             on_message=self._on_message,
             hwm=self.hwm,
+            route=self.route,
             force_source=self.force_source,
             startup_timeout=self.startup_timeout,
         )
@@ -498,7 +520,10 @@ class Cluster:
         if self._workers.get(worker.id) is worker:
             del self._workers[worker.id]
         for record in list(worker.running.values()):
-            self._fail(record, self._lost_error(worker, record, reason))
+            if record.cancel_requested:
+                self._settle(record, "cancelled")  # it was stopped the hard way, as asked
+            else:
+                self._fail(record, self._lost_error(worker, record, reason))
         worker.running.clear()
         await worker.stop(now=now)
         self._emit_worker(worker)
@@ -539,8 +564,6 @@ class Cluster:
         )
 
     def _emit_worker(self, worker: Worker) -> None:
-        if worker.ready:
-            worker.state = "busy" if worker.running else "idle"
         self.events.emit(
             WorkerEvent(
                 worker=worker.id,

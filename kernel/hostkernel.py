@@ -3,7 +3,12 @@ coroutines on worker kernels. Configuration is traitlets (``c.ElsewhereKernel.*`
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
@@ -25,18 +30,63 @@ class ElsewhereKernel(IPythonKernel):
     ).tag(config=True)
     worker_python = Unicode(sys.executable, help="The Python that runs worker kernels.").tag(config=True)
     startup_timeout = Integer(60, help="Seconds a worker kernel may take to start.").tag(config=True)
+    route = Unicode(
+        help="How data messages reach workers: 'zmq' (a direct socket, fast) or 'comm' (over the "
+        "Jupyter protocol, for workers behind a gateway). Env ELSEWHERE_ROUTE; default zmq."
+    ).tag(config=True)
+
+    @default("route")
+    def _default_route(self) -> str:
+        return os.environ.get("ELSEWHERE_ROUTE", "zmq")
 
     @default("workers")
     def _default_workers(self) -> int:
-        return default_worker_count()
+        try:
+            return default_worker_count()
+        except ValueError as exc:  # a bad ELSEWHERE_WORKERS must not keep the kernel from starting
+            count = os.cpu_count() or 1
+            self.log.error("%s; starting %d workers instead", exc, count)
+            return count
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # Workers start now, in the background, so the first distributed cell rarely waits.
         self.elsewhere = Host.for_shell(
-            self.shell, workers=self.workers, python=self.worker_python, startup_timeout=self.startup_timeout
+            self.shell,
+            workers=self.workers,
+            python=self.worker_python,
+            startup_timeout=self.startup_timeout,
+            route=self.route,
         )
         self.shell.extension_manager.load_extension("elsewhere.magics")
+
+    @contextmanager
+    def _cancel_on_sigint(self, future: asyncio.Future[Any]) -> Iterator[None]:
+        """Cancel an awaiting cell on SIGINT, at once.
+
+        Works around ipython/ipykernel#881: ipykernel's own handler schedules the cancel
+        with a plain ``call_soon`` from inside the signal handler, which does not wake
+        the loop's selector, so an interrupted ``await`` ends only when something else
+        wakes the loop. asyncio's signal handling writes to the loop's wake-up pipe.
+        """
+        loop = asyncio.get_running_loop()
+        previous = signal.getsignal(signal.SIGINT)
+
+        def cancel() -> None:
+            if not future.done():
+                future.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, cancel)
+        except (RuntimeError, ValueError):  # not the main thread: ipykernel's way
+            with super()._cancel_on_sigint(future):
+                yield
+            return
+        try:
+            yield
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, previous)
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.elsewhere.close()

@@ -65,6 +65,7 @@ class RemoteTask:
     started: float | None = None
     finished: float | None = None
     error: str | None = None
+    cancel_requested: bool = False
     output: OutputLog = field(default_factory=OutputLog)
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
 

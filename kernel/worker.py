@@ -14,8 +14,6 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import zmq
-import zmq.asyncio
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
@@ -24,17 +22,12 @@ from traitlets import Unicode
 from .bootstrap import INFO_NAME, bootstrap_code
 from .channel import Link, split_items
 from .errors import ElsewhereError
+from .routes import Route, make_route
 from .tasks import RemoteTask
 
 __all__ = ["Worker", "WorkerStartError", "WorkerSpecManager"]
 
 WORKER_KERNEL = "elsewhere-worker"
-
-
-def _ignore_send_failure(sent: Any) -> None:
-    # A failed send is kept by the link and re-sent; nothing to report here.
-    if not sent.cancelled():
-        sent.exception()
 
 
 class WorkerStartError(ElsewhereError):
@@ -71,15 +64,19 @@ class Worker:
         python: str,
         on_message: Callable[[Worker, list[tuple[dict[str, Any], list[Any]]]], None],
         hwm: int = 0,
+        route: str = "zmq",
         force_source: bool = False,
         startup_timeout: float = 60,
     ) -> None:
         self.id = worker_id
+        self.route_name = route
         self.python = python
-        self.state = "starting"
+        self._state = "starting"
         self.pid: int | None = None
         self.host = "localhost"
         self.info: dict[str, Any] = {}
+        #: The host's import path as last sent to this worker.
+        self.sys_path: list[str] = []
         self.running: dict[str, RemoteTask] = {}
         self.cpu: float | None = None
         self.memory: int | None = None
@@ -89,7 +86,7 @@ class Worker:
         self._on_message = on_message
         self.km: AsyncKernelManager | None = None
         self.kc: Any = None
-        self.socket: zmq.asyncio.Socket | None = None
+        self.route: Route | None = None
         self.link: Link | None = None
         self.cwd: str | None = None
         self._reader: asyncio.Task[Any] | None = None
@@ -101,8 +98,19 @@ class Worker:
         return len(self.running)
 
     @property
+    def state(self) -> str:
+        """starting, idle, busy, lost or stopped; idle and busy follow the running tasks."""
+        if self._state == "ready":
+            return "busy" if self.running else "idle"
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = "ready" if value in ("idle", "busy") else value
+
+    @property
     def ready(self) -> bool:
-        return self.state in ("idle", "busy")
+        return self._state == "ready"
 
     def __repr__(self) -> str:
         return f"<Worker {self.id} pid={self.pid} {self.state} running={self.load}>"
@@ -142,16 +150,12 @@ class Worker:
         self.host = self.info.get("host", "localhost")
         session = Session(key=self.km.session.key, signature_scheme=self.km.session.signature_scheme)
         self.link = Link(session)
-        self.socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.SNDHWM, self.hwm)
-        self.socket.setsockopt(zmq.RCVHWM, self.hwm)
-        self.socket.connect(f"tcp://{self.km.ip}:{self.info['port']}")
-        self._send_raw(self.link.control())  # introduces us to the agent's ROUTER
+        self.route = make_route(self.route_name, info=self.info, ip=self.km.ip, client=self.kc, hwm=self.hwm)
+        self._send_raw(self.link.control())  # introduces us to the agent
         self.state = "idle"
 
     async def _bootstrap(self) -> dict[str, Any]:
-        code = bootstrap_code(hwm=self.hwm, force_source=self.force_source)
+        code = bootstrap_code(hwm=self.hwm, route=self.route_name, force_source=self.force_source)
         msg_id = self.kc.execute(code, silent=True, store_history=False, user_expressions={"info": INFO_NAME})
         deadline = asyncio.get_running_loop().time() + self.startup_timeout
         while True:
@@ -189,25 +193,18 @@ class Worker:
         self._reader = spawn(self._read())
 
     async def _read(self) -> None:
-        assert self.socket is not None and self.link is not None
-        link = self.link
+        assert self.route is not None and self.link is not None
+        link, route = self.link, self.route
         while True:
-            frames = await self.socket.recv_multipart(copy=False)
-            opened = link.unpack([f.buffer for f in frames])
+            opened = link.unpack(await route.recv())
             if opened is None:
                 continue
-            content, buffers = opened
-            verdict, resend = link.accept(content)
-            for message in resend:
+            ready, replies = link.accept(*opened)
+            for message in replies:
                 self._send_raw(message)
-            if verdict == "gap":
-                request = link.gap_request()
-                if request is not None:
-                    self._send_raw(request)
-                continue
-            if verdict == "deliver":
+            for content, buffers in ready:
                 self._on_message(self, split_items(content.get("items", []), buffers))
-            if link.ack_owed and not await self.socket.poll(0):
+            if link.ack_owed and not await route.pending():
                 self._send_raw(link.control())
 
     def send(self, items: list[dict[str, Any]], frames: list[Any]) -> None:
@@ -221,10 +218,8 @@ class Worker:
                 self._send_raw(message)
 
     def _send_raw(self, message: list[Any]) -> None:
-        if self.socket is None:
-            return
-        sent = self.socket.send_multipart(message, copy=False)
-        sent.add_done_callback(_ignore_send_failure)
+        if self.route is not None:
+            self.route.send(message)
 
     # -- health and stop -------------------------------------------------------------
 
@@ -235,9 +230,9 @@ class Worker:
         """Shut the kernel down (asking first, unless ``now``) and release everything."""
         if self._reader is not None:
             self._reader.cancel()
-        if self.socket is not None:
-            self.socket.close(linger=0)
-            self.socket = None
+        if self.route is not None:
+            self.route.close()
+            self.route = None
         if self.kc is not None:
             self.kc.stop_channels()
         if self.km is not None and self.km.has_kernel:
@@ -246,7 +241,7 @@ class Worker:
             except Exception:  # noqa: BLE001 - already gone: make sure of it
                 await self.km.shutdown_kernel(now=True)
         elif self.km is not None:
-            self.km.cleanup_resources()
+            await self.km.cleanup_resources()
         if self.cwd:
             shutil.rmtree(self.cwd, ignore_errors=True)
         if self._log is not None:

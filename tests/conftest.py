@@ -126,6 +126,7 @@ class Kernel:
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
         self.stray: list[dict[str, Any]] = []
+        self._early: dict[str, list[dict[str, Any]]] = {}
 
     @property
     def pid(self) -> int:
@@ -136,9 +137,9 @@ class Kernel:
 
     def collect(self, msg_id: str, timeout: float = 60, stdin: Any = None) -> Result:
         """Everything the kernel published for ``msg_id`` until it went idle, and its reply."""
-        messages: list[dict[str, Any]] = []
+        messages: list[dict[str, Any]] = self._early.pop(msg_id, [])
         deadline = time.monotonic() + timeout
-        while True:
+        while not (messages and messages[-1]["msg_type"] == "status" and messages[-1]["content"]["execution_state"] == "idle"):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no idle status for {msg_id} within {timeout}s; got {messages}")
@@ -155,14 +156,37 @@ class Kernel:
             if msg["parent_header"].get("msg_id") != msg_id:
                 self.stray.append(msg)
                 continue
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                break
             messages.append(msg)
+        messages.pop()  # the idle status
         while True:
             reply = self.kc.get_shell_msg(timeout=timeout)
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
         return Result(msg_id, reply["content"]["status"], reply["content"], messages)
+
+    def wait_output(self, msg_id: str, text: str, timeout: float = 60) -> str:
+        """Read the running cell's output until ``text`` appears; the stream so far.
+
+        The messages stay available to ``collect``. (The shell is busy while a cell
+        runs, so this is how a test watches it.)
+        """
+        early = self._early.setdefault(msg_id, [])
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = "".join(m["content"].get("text", "") for m in early if m["msg_type"] == "stream")
+            if text in seen:
+                return seen
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{text!r} not printed within {timeout}s; got {seen!r}")
+            try:
+                msg = self.kc.get_iopub_msg(timeout=min(remaining, 0.5))
+            except queue.Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                early.append(msg)
+            else:
+                self.stray.append(msg)
 
     def run(self, code: str, timeout: float = 60, stdin: Any = None) -> Result:
         return self.collect(self.execute(code, stdin=stdin), timeout=timeout, stdin=stdin)

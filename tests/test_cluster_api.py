@@ -1,0 +1,169 @@
+"""The library API in a plain script (no notebook): real worker kernels, both routes,
+and delivery that survives a flood the host reads too slowly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+import pytest
+
+from elsewhere import Cluster, SerializationError
+from elsewhere.kernel import TaskEvent
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def echo(i: int) -> bytes:
+    await asyncio.sleep(i * 0.001)  # results come back spread out, in many messages
+    return bytes([i % 256]) * 65536
+
+
+async def where() -> int:
+    print("hello from", os.getpid())
+    return os.getpid()
+
+
+@pytest.mark.parametrize("route", ["zmq", "comm"])
+def test_flood_of_results_read_slowly_loses_nothing(route):
+    # Tiny socket queues (hwm=2) make zmq drop what the slow host cannot take yet.
+    cluster = Cluster(workers=1, hwm=2, route=route)
+
+    def slow_reader(event):  # runs on the runtime thread: the host falls behind
+        if isinstance(event, TaskEvent) and event.state == "done":
+            time.sleep(0.002)
+
+    cluster.events.subscribe(slow_reader)
+    with cluster:
+
+        async def main():
+            with cluster.distribute():
+                return await asyncio.gather(*(echo(i) for i in range(400)))
+
+        results = asyncio.run(main())
+        (stats,) = cluster.link_stats().values()
+    assert results == [bytes([i % 256]) * 65536 for i in range(400)]
+    if route == "zmq":
+        assert stats["gaps"] > 0, "the flood was absorbed without a loss: the test did not exercise re-sending"
+
+
+def test_async_api_from_a_script(capsys):
+    async def main():
+        async with Cluster(workers=2) as cluster:
+            cluster.wait_ready(2, timeout=60)
+            async with cluster.distribute(placement="round-robin"):
+                pids = await asyncio.gather(*(where() for _ in range(4)))
+            workers = {w.pid for w in cluster.workers()}
+        return pids, workers
+
+    pids, workers = asyncio.run(main())
+    assert set(pids) == workers and len(workers) == 2
+    assert os.getpid() not in pids
+    printed = capsys.readouterr().out.splitlines()
+    assert sorted(printed) == sorted(f"hello from {p}" for p in pids)
+
+
+def test_options_and_bad_input_are_checked():
+    with pytest.raises(ValueError, match="route='pigeon': choose one of zmq, comm"):
+        Cluster(workers=1, route="pigeon")
+    with pytest.raises(ValueError, match=r"workers=-1: a cluster needs zero or more workers"):
+        Cluster(workers=-1)
+
+
+def test_unpicklable_argument_from_a_script():
+    import threading
+
+    async def uses(lock):
+        return lock
+
+    async def main(cluster):
+        with cluster.distribute():
+            with pytest.raises(SerializationError, match=r"argument 'lock' \(_thread.lock\) cannot be sent to a worker"):
+                asyncio.create_task(uses(threading.Lock()))
+
+    with Cluster(workers=1) as cluster:
+        asyncio.run(main(cluster))
+        assert cluster.tasks() == []
+
+
+def test_agent_sent_as_source_to_a_kernel_without_the_package():
+    # force_source makes the worker install the agent from the source the host sends,
+    # as it must on a kernel where elsewhere is not installed. The function is defined
+    # as a notebook defines it (in __main__), so it travels by value.
+    namespace = {"__name__": "__main__"}
+    exec("import os\nasync def where():\n    return os.getpid()\n", namespace)
+
+    async def main(cluster):
+        with cluster.distribute():
+            return await asyncio.gather(*(namespace["where"]() for _ in range(2)))
+
+    with Cluster(workers=1, force_source=True) as cluster:
+        pids = asyncio.run(main(cluster))
+        assert pids[0] == pids[1] == cluster.workers()[0].pid
+
+
+def _other_python() -> str | None:
+    """A working CPython (3.10+) of another minor version on this machine, if any."""
+    import glob
+    import subprocess
+
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[0-9]*/bin/python3")))
+    candidates += [f"/usr/bin/python3.{m}" for m in range(10, 15)]
+    for candidate in candidates:
+        try:
+            out = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if out.returncode == 0 and out.stdout.strip() != str(sys.version_info[:2]):
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def other_python_with_ipykernel(tmp_path_factory):
+    import subprocess
+
+    python = _other_python()
+    if python is None:
+        pytest.skip("no Python of another version on this machine to start a mismatched worker with")
+    venv = tmp_path_factory.mktemp("other-python")
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "ipykernel"], check=True, timeout=170)
+    return str(venv / "bin" / "python")
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_with_another_python_is_refused_clearly(other_python_with_ipykernel):
+    import sys
+
+    from elsewhere import NoWorkers
+
+    cluster = Cluster(workers=1, python=other_python_with_ipykernel)
+    cluster.start()
+    try:
+        with pytest.raises(NoWorkers) as caught:
+            cluster.wait_ready(1, timeout=120)
+    finally:
+        cluster.close()
+    message = str(caught.value)
+    ours = ".".join(map(str, sys.version_info[:3]))
+    assert f"but the host runs Python {ours}" in message
+    assert "Start workers with the host's Python" in message
+
+
+def test_a_python_without_ipykernel_is_refused_clearly(tmp_path):
+    import subprocess
+
+    from elsewhere import NoWorkers
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    bare = str(tmp_path / "bare" / "bin" / "python")
+    cluster = Cluster(workers=1, python=bare, startup_timeout=30)
+    cluster.start()
+    try:
+        with pytest.raises(NoWorkers, match=r"exited before it answered: is ipykernel installed for .*bare/bin/python"):
+            cluster.wait_ready(1, timeout=60)
+    finally:
+        cluster.close()

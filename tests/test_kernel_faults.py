@@ -1,0 +1,133 @@
+"""Faults, for real: interrupts, workers killed with SIGKILL, the host killed, shutdown and
+restart. Every test ends by checking that no kernel process is left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _task_states(kernel) -> dict[str, str]:
+    return kernel.eval("{r.summary: r.state for r in get_ipython()._elsewhere_host.cluster.tasks()}")
+
+
+def _wait_for(predicate, timeout: float = 20, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s (last: {value!r})")
+        time.sleep(interval)
+
+
+def test_interrupt_cancels_remote_tasks_including_stuck_ones(fresh_kernel):
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
+    kernel.wait_workers(2)
+    before = dict(kernel.eval("{w.id: w.pid for w in get_ipython()._elsewhere_host.cluster.workers()}"))
+    msg_id = kernel.execute(
+        "%%distribute --placement round-robin\n"
+        "import asyncio, time\n"
+        "async def spin():\n"
+        "    print('spinning')\n"
+        "    while True:\n"
+        "        pass\n"
+        "async def block():\n"
+        "    print('blocking')\n"
+        "    time.sleep(600)\n"
+        "async def nap():\n"
+        "    print('napping')\n"
+        "    await asyncio.sleep(600)\n"
+        "background = asyncio.create_task(nap())\n"
+        "await asyncio.gather(spin(), block())\n"
+    )
+    for word in ("spinning", "blocking", "napping"):
+        kernel.wait_output(msg_id, word)
+    kernel.km.interrupt_kernel()
+    result = kernel.collect(msg_id, timeout=20)
+    assert result.status == "error"
+    assert result.error["ename"] in ("CancelledError", "KeyboardInterrupt")
+    states = _wait_for(lambda: (s := _task_states(kernel)) and all(v == "cancelled" for v in s.values()) and s)
+    assert states == {"spin()": "cancelled", "block()": "cancelled", "nap()": "cancelled"}
+    # the CPU loop was stopped inside its worker; the blocked worker had to be restarted
+    after = _wait_for(
+        lambda: (w := dict(kernel.eval("{w.id: w.pid for w in get_ipython()._elsewhere_host.cluster.workers() if w.state in ('idle', 'busy')}")))
+        and len(w) == 2
+        and w
+    )
+    assert sorted(after) == sorted(before)
+    assert sum(after[w] != before[w] for w in after) == 1
+    restarted = next(w for w in after if after[w] != before[w])
+    assert not psutil.pid_exists(before[restarted]) or psutil.Process(before[restarted]).status() == psutil.STATUS_ZOMBIE
+    pids = kernel.eval(
+        "%%distribute --placement round-robin\n"
+        "import os\n"
+        "async def pid():\n"
+        "    return os.getpid()\n"
+        "sorted(set(await asyncio.gather(*(pid() for _ in range(4)))))\n"
+    )
+    assert pids == sorted(after.values())
+
+
+def test_a_killed_worker_fails_its_task_with_worker_lost_and_is_replaced(fresh_kernel):
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
+    kernel.wait_workers(2)
+    msg_id = kernel.execute(
+        "%%distribute --placement round-robin\n"
+        "import asyncio, os\n"
+        "async def victim():\n"
+        "    print('victim pid', os.getpid(), flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "async def survivor():\n"
+        "    await asyncio.sleep(2)\n"
+        "    return 'survived'\n"
+        "v = asyncio.create_task(victim())\n"
+        "s = asyncio.create_task(survivor())\n"
+        "results = await asyncio.gather(v, s, return_exceptions=True)\n"
+        "print(type(results[0]).__name__, '|', results[0])\n"
+        "print(results[1])\n"
+    )
+    printed = kernel.wait_output(msg_id, "victim pid")
+    victim_pid = int(printed.split("victim pid")[1].split()[0])
+    os.kill(victim_pid, signal.SIGKILL)
+    result = kernel.collect(msg_id, timeout=30)
+    assert result.status == "ok"
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"victim pid {victim_pid}"
+    name, _, message = lines[1].partition(" | ")
+    assert name == "WorkerLost"
+    assert "victim() was running on worker w" in message and f"(pid {victim_pid}), which died" in message
+    assert lines[2] == "survived"
+    pids = _wait_for(lambda: (p := kernel.wait_workers(2)) and victim_pid not in p and p)
+    assert len(pids) == 2
+
+
+def test_killing_the_host_takes_every_worker_down(fresh_kernel):
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
+    workers = kernel.wait_workers(2)
+    os.kill(kernel.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in workers):
+        time.sleep(0.2)
+    survivors = [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not survivors, f"workers {survivors} outlived their host by 10 s"
+
+
+def test_shutdown_and_restart_stop_every_worker(fresh_kernel):
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
+    first = kernel.wait_workers(2)
+    kernel.km.restart_kernel(now=False)
+    kernel.kc.wait_for_ready(timeout=60)
+    gone = _wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in first))
+    assert gone
+    second = kernel.wait_workers(2)
+    assert not set(first) & set(second)
+    kernel.shutdown()
+    assert not kernel.leftovers()
