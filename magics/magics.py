@@ -52,11 +52,14 @@ class ElsewhereMagics(Magics):
     @magic_arguments()
     @argument("action", nargs="?", choices=("add", "remove", "restart"), help="what to do")
     @argument("target", nargs="?", help="how many to add, or which worker")
+    @argument("--wait", action="store_true", help="first wait until every starting worker is ready")
     @line_magic
     def workers(self, line: str) -> Any:
         """List the workers, or ``%workers add N`` / ``remove ID`` / ``restart ID``."""
         args = parse(self.workers, line)
         cluster = self.host.cluster
+        if args.wait:
+            cluster.wait_ready(len(cluster.workers()), timeout=cluster.startup_timeout)
         if args.action == "add":
             count = _positive(args.target or "1", "%workers add N")
             ids = cluster.add_workers(count)

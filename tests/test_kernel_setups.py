@@ -1,0 +1,117 @@
+"""The other ways to get the runtime: a plain ipykernel with the extension, the comm
+route, the kernelspec and its installer, configuration by environment."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.timeout(180)
+
+GATHER = (
+    "%%distribute\n"
+    "import asyncio, os\n"
+    "async def where(i):\n"
+    "    print('task', i)\n"
+    "    await asyncio.sleep(0.1)\n"
+    "    return os.getpid()\n"
+    "pids = await asyncio.gather(*(where(i) for i in range(4)))\n"
+    "sorted(set(pids)), os.getpid()\n"
+)
+
+
+def test_plain_ipykernel_with_the_extension(fresh_kernel):
+    kernel = fresh_kernel(name="plain", env={"ELSEWHERE_WORKERS": "2"})
+    kernel.ok("%load_ext elsewhere.magics")
+    kernel.wait_workers(2)
+    pids, host = kernel.eval(GATHER)
+    assert len(pids) == 2 and host not in pids
+    assert kernel.ok("%workers").value.count("idle") == 2
+
+
+def test_comm_route_end_to_end(fresh_kernel):
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2", "ELSEWHERE_ROUTE": "comm"})
+    kernel.wait_workers(2)
+    result = kernel.ok(GATHER)
+    pids, host = eval(result.value)  # noqa: S307
+    assert len(pids) == 2 and host not in pids
+    assert sorted(result.stdout.splitlines()) == [f"task {i}" for i in range(4)]
+    assert kernel.eval("get_ipython()._elsewhere_host.cluster.route") == "comm"
+
+
+def test_bad_worker_count_in_the_environment_is_reported(fresh_kernel):
+    kernel = fresh_kernel(name="plain", env={"ELSEWHERE_WORKERS": "lots"})
+    result = kernel.run("%load_ext elsewhere.magics")
+    assert result.status == "error"
+    assert "ELSEWHERE_WORKERS='lots' is not a whole number of workers" in result.error["evalue"]
+
+
+def test_workers_magic_adds_removes_and_restarts(fresh_kernel):
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "1"})
+    (first,) = kernel.wait_workers(1)
+    assert "starting w2" in kernel.ok("%workers add 1").stdout
+    assert len(kernel.wait_workers(2)) == 2
+    kernel.ok("%workers restart w1")
+    pids = kernel.wait_workers(2)
+    assert first not in pids
+    kernel.ok("%workers remove w2")
+    table = kernel.ok("%workers").value
+    assert "w2" not in table and "w1" in table
+    for line, message in [
+        ("%workers remove w7", "there is no worker 'w7'; the workers are: w1"),
+        ("%workers add 0", "N must be a positive whole number"),
+        ("%workers restart", "needs a worker id"),
+        ("%workers frobnicate", "invalid choice: 'frobnicate'"),
+    ]:
+        result = kernel.run(line)
+        assert result.status == "error" and message in result.error["evalue"], (line, result.error)
+
+
+def test_repository_kernelspec_folder_installs(tmp_path):
+    folder = ROOT / "share" / "jupyter" / "kernels" / "elsewhere"
+    spec = json.loads((folder / "kernel.json").read_text())
+    assert spec["display_name"] == "Python 3 (elsewhere)"
+    assert spec["argv"][1:3] == ["-m", "elsewhere.kernel"]
+    installed = KernelSpecManager().install_kernel_spec(str(folder), "elsewhere", prefix=str(tmp_path))
+    assert json.loads((Path(installed) / "kernel.json").read_text())["argv"] == spec["argv"]
+
+
+def test_install_command(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "elsewhere.kernel", "install", "--prefix", str(tmp_path), "--name", "ew", "--workers", "3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    path = tmp_path / "share" / "jupyter" / "kernels" / "ew"
+    assert f"Installed kernelspec ew in {path}" in out
+    spec = json.loads((path / "kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable and spec["env"] == {"ELSEWHERE_WORKERS": "3"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "elsewhere.kernel", "install", "--workers", "-2", "--prefix", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--workers -2: give zero or more workers" in bad.stderr
+
+
+def test_wheel_ships_the_kernelspec(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("elsewhere-*.whl")
+    import zipfile
+
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(n.endswith(".data/data/share/jupyter/kernels/elsewhere/kernel.json") for n in names)
+    for module in ("elsewhere/kernel/agent.py", "elsewhere/magics/__init__.py", "elsewhere/widgets/__init__.py", "elsewhere/py.typed"):
+        assert module in names

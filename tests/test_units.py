@@ -1,0 +1,184 @@
+"""In-process unit tests: capture, serialization, the link's delivery rules, placement,
+the cell rewrite and the magics' option parsing."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import threading
+import types
+
+import numpy as np
+import pytest
+from jupyter_client.session import Session
+
+from elsewhere.kernel import capture, placement
+from elsewhere.kernel.channel import Link, split_items, with_frames
+from elsewhere.kernel.serialize import OOB_THRESHOLD, Serializer, unpicklable_path
+
+pytestmark = pytest.mark.timeout(30)
+
+SCALE = 3
+
+
+async def module_level(a, b=2, *rest, key, opt="o", **more):
+    return a, b, rest, key, opt, more
+
+
+def test_capture_rebuilds_arguments_of_every_kind():
+    call = capture.from_coroutine(module_level(1, 5, 6, 7, key="k", extra=True))
+    assert call.fn is module_level  # found by name: by reference
+    assert call.args == (1, 5, 6, 7)
+    assert call.kwargs == {"key": "k", "opt": "o", "extra": True}
+    assert asyncio.run(call.fn(*call.args, **call.kwargs)) == (1, 5, (6, 7), "k", "o", {"extra": True})
+    assert call.signature() == "module_level(a, b=…, *rest, key=…, opt=…, **more)"
+
+
+def test_capture_rebuilds_closures_and_leaves_the_coroutine_closed():
+    def make(factor):
+        async def scaled(x):
+            return x * factor * SCALE
+
+        return scaled
+
+    coro = make(2)(5)
+    call = capture.from_coroutine(coro)
+    assert coro.cr_frame is None  # closed
+    assert call.fn.__closure__[0].cell_contents == 2
+    assert asyncio.run(call.fn(*call.args)) == 30
+    assert call.summary() == "scaled(5)"
+
+
+def test_capture_takes_bound_methods_with_self():
+    class Box:
+        def __init__(self, v):
+            self.v = v
+
+        async def get(self, plus):
+            return self.v + plus
+
+    call = capture.from_coroutine(Box(4).get(1))
+    assert isinstance(call.args[0], Box) and call.args[1] == 1
+    assert asyncio.run(call.fn(*call.args)) == 5
+
+
+def test_only_user_coroutines_are_shipped():
+    sleep = asyncio.sleep(0)
+    mine = module_level(1, key=2)
+    assert not capture.is_user_coroutine(sleep)
+    assert capture.is_user_coroutine(mine)
+    sleep.close()
+    mine.close()
+
+
+def test_executor_calls_unwrap_to_thread():
+    import contextvars
+    import functools
+
+    ctx = contextvars.copy_context()
+    wrapped = functools.partial(ctx.run, divmod, 7, 2)
+    call = capture.from_executor(wrapped, ())
+    assert call.fn is divmod and call.args == (7, 2)
+
+
+def test_serializer_sends_notebook_code_by_value_and_data_out_of_band():
+    serializer = Serializer()
+    namespace = {"__name__": "__main__"}
+    exec("K = 10\nclass P:\n    def __init__(self, x): self.x = x\n    def get(self): return self.x + K\nf = lambda v: P(v).get()\n", namespace)
+    array = np.arange(OOB_THRESHOLD, dtype=np.float64)
+    frames = serializer.dumps((namespace["f"], namespace["P"](1), array))
+    assert len(frames) == 2 and len(memoryview(frames[0])) < 4096  # the array is its own frame
+    f, p, back = serializer.loads([bytes(frames[0]), bytearray(frames[1])])
+    assert f(5) == 15 and p.get() == 11 and type(p) is namespace["P"]  # the same class comes back
+    assert np.array_equal(back, array) and back.flags.writeable
+
+
+def test_serializer_refuses_process_bound_objects_and_finds_where():
+    serializer = Serializer()
+    holder = types.SimpleNamespace(conn=threading.Lock())
+    with pytest.raises(TypeError, match="cannot pickle '_thread.lock' object"):
+        serializer.dumps([1, holder])
+    path, value = unpicklable_path([1, holder], "args", serializer)
+    assert path == "args[1].conn" and isinstance(value, type(threading.Lock()))
+
+
+def test_link_delivers_in_order_holds_early_messages_and_asks_for_gaps():
+    session = Session(key=b"secret")
+    sender, receiver = Link(session), Link(session)
+    messages = [sender.pack([{"k": "out", "t": f"t{i}"}], []) for i in range(1, 5)]
+    opened = [receiver.unpack(m) for m in messages]
+    ready, replies = receiver.accept(*opened[0])
+    assert [c["items"][0]["t"] for c, _ in ready] == ["t1"]
+    ready, replies = receiver.accept(*opened[2])  # message 2 was lost
+    assert ready == [] and receiver.gaps == 1
+    (request,) = replies
+    asked, _ = sender.unpack(request)
+    assert asked["resend"] == [2]
+    _, resent = sender.accept(asked, [])
+    assert resent == [messages[1]]
+    ready, _ = receiver.accept(*receiver.unpack(resent[0]))
+    assert [c["items"][0]["t"] for c, _ in ready] == ["t2", "t3"]
+    ready, _ = receiver.accept(*opened[1])  # a duplicate: dropped
+    assert ready == []
+    ack, _ = receiver.unpack(receiver.control())
+    sender.accept(ack, [])
+    assert list(sender.unacked) == [4]
+
+
+def test_link_rejects_forged_messages_and_tampered_payloads():
+    good, evil = Link(Session(key=b"right")), Link(Session(key=b"wrong"))
+    assert good.unpack(evil.pack([{"k": "spawn"}], [])) is None
+    item = with_frames({"k": "spawn", "t": "t1"}, [b"payload"])
+    with pytest.raises(ValueError, match="fails its digest"):
+        split_items([item], [b"tampered"])
+
+
+def test_placement_policies():
+    class W:
+        def __init__(self, id, load):
+            self.id, self.load = id, load
+
+    workers = [W("w1", 3), W("w2", 1), W("w3", 2)]
+    assert placement.choose(workers, "least-loaded").id == "w2"
+    assert placement.choose(workers, "least-loaded", on=("w1", "w3")).id == "w3"
+    assert placement.choose(workers, "least-loaded", on=("w9",)) is None
+    turns = {placement.choose(workers, "round-robin").id for _ in range(3)}
+    assert turns == {"w1", "w2", "w3"}
+    with pytest.raises(ValueError, match="unknown placement policy 'fastest'"):
+        placement.choose(workers, "fastest")
+
+
+def test_distribute_cell_rewrite_keeps_the_body():
+    from elsewhere.magics.transform import distribute_transformer
+
+    lines = ["%%distribute --on 1,2\n", "x = await f()\n", "x\n"]
+    assert distribute_transformer(lines) == ["get_ipython().run_line_magic('distribute', '--on 1,2')\n", *lines[1:]]
+    assert distribute_transformer(["%%distributed\n"]) == ["%%distributed\n"]
+    assert distribute_transformer(["print(1)\n"]) == ["print(1)\n"]
+
+
+def test_worker_id_parsing():
+    from IPython.core.error import UsageError
+
+    from elsewhere.magics.arguments import worker_ids
+
+    assert worker_ids("1, w3") == ("w1", "w3")
+    with pytest.raises(UsageError, match="expected worker numbers or ids"):
+        worker_ids("1,two")
+
+
+def test_public_names_exist():
+    import elsewhere
+    import elsewhere.kernel
+    import elsewhere.magics
+
+    for package in (elsewhere, elsewhere.kernel, elsewhere.magics):
+        for name in package.__all__:
+            assert hasattr(package, name), f"{package.__name__}.{name}"
+
+
+def test_pickle_of_results_keeps_plain_types():
+    serializer = Serializer()
+    value = {"a": [1, 2.5, "x"], "b": (None, True)}
+    assert serializer.loads(serializer.dumps(value)) == value
+    assert pickle.loads(bytes(serializer.dumps(value)[0])) == value
