@@ -196,6 +196,7 @@ class Agent:
         self._context = zmq.Context()
         self._wake_send: zmq.Socket | None = None
         self._wake_lock = threading.Lock()
+        self._woken = False
         self.loop = asyncio.new_event_loop()
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
@@ -262,8 +263,11 @@ class Agent:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
     def _wake(self) -> None:
+        # One wake-up is enough until the I/O thread takes it: results that finish
+        # meanwhile go out in the same message.
         with self._wake_lock:
-            if self._wake_send is not None:
+            if self._wake_send is not None and not self._woken:
+                self._woken = True
                 self._wake_send.send(b"", zmq.NOBLOCK)
 
     # -- I/O thread ------------------------------------------------------------------
@@ -279,8 +283,10 @@ class Agent:
             busy = bool(outbox.started or outbox.output or outbox.results or self.link.ack_owed or self.link.unacked)
             events = dict(poller.poll(FLUSH_INTERVAL * 1000 if busy or self.running else 200))
             if wake in events:
-                while wake.poll(0):
-                    wake.recv()
+                with self._wake_lock:
+                    self._woken = False
+                    while wake.poll(0):
+                        wake.recv()
             if router in events:
                 self._receive(router)
             while self._comm_inbox:

@@ -117,6 +117,7 @@ class Cluster:
         self._worker_ids = itertools.count(1)
         self._owner: TaskOwner | None = None
         self._start_errors: list[str] = []
+        self._waiters: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
         self._ready = threading.Condition()
         self.started = False
         self.closed = False
@@ -455,6 +456,7 @@ class Cluster:
                 future.cancel()
             else:
                 future.set_result(value)
+        self._wake_waiter(record, state, value, None)
         self._retire(record)
 
     def _fail(self, record: RemoteTask, exc: BaseException) -> None:
@@ -467,7 +469,27 @@ class Cluster:
             worker.running.pop(record.id, None)
         if not record.future.done():
             record.future.set_exception(exc)
+        self._wake_waiter(record, "failed", None, exc)
         self._retire(record)
+
+    def _wake_waiter(self, record: RemoteTask, state: str, value: Any, exc: BaseException | None) -> None:
+        """Resolve the awaiting side's future on its loop; all of one tick's in one hop."""
+        waiter = record.waiter
+        if waiter is None:
+            return
+        loop = waiter.get_loop()
+        batch = self._waiters.get(loop)
+        if batch is None:
+            batch = self._waiters[loop] = []
+            self.runtime.loop.call_soon(self._send_waiters, loop)
+        batch.append((waiter, state, value, exc))
+
+    def _send_waiters(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._waiters.pop(loop, [])
+        try:
+            loop.call_soon_threadsafe(_resolve_waiters, batch)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
 
     def _retire(self, record: RemoteTask) -> None:
         self._emit_task(record)
@@ -576,3 +598,16 @@ class Cluster:
                 memory=worker.memory,
             )
         )
+
+
+def _resolve_waiters(batch: list[tuple[Any, ...]]) -> None:
+    """Runs on the awaiting loop."""
+    for waiter, state, value, exc in batch:
+        if waiter.done():
+            continue
+        if state == "cancelled":
+            waiter.cancel()
+        elif exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(value)

@@ -129,6 +129,7 @@ class Distribution:
         call = from_coroutine(coro)
         record = self._prepare(call, sync=False)
         kwargs.setdefault("name", f"{record.summary} [{record.id}]")
+        record.waiter = loop.create_future()
         task = DistributedTask(self._await(record), loop=loop, remote=record, **kwargs)
         self._undispatched.add(task)
         return task
@@ -137,7 +138,7 @@ class Distribution:
         self._undispatched.discard(asyncio.current_task())  # type: ignore[arg-type]
         self.cluster.dispatch(record)
         try:
-            return await asyncio.wrap_future(record.future)
+            return await record.waiter  # type: ignore[misc]
         except asyncio.CancelledError:
             self.cluster.cancel(record.id)
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import itertools
 import time
@@ -68,6 +69,9 @@ class RemoteTask:
     cancel_requested: bool = False
     output: OutputLog = field(default_factory=OutputLog)
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    #: The awaiting side's asyncio future, resolved on its own loop in batches (cheaper
+    #: than one thread hop per task through ``future``).
+    waiter: asyncio.Future[Any] | None = None
 
     @property
     def cell(self) -> str | None:
