@@ -20,6 +20,7 @@ import asyncio
 import contextvars
 import ctypes
 import inspect
+import itertools
 import os
 import sys
 import threading
@@ -88,7 +89,8 @@ class _Outbox:
         with self.lock:
             self.output.setdefault(task, []).append(entry)
 
-    def result(self, item: dict[str, Any], frames: list[Any]) -> None:
+    def item(self, item: dict[str, Any], frames: list[Any]) -> None:
+        """A result or an I/O request: sent after the output printed before it."""
         with self.lock:
             self.results.append((item, frames))
 
@@ -200,6 +202,14 @@ class Agent:
         self.loop = asyncio.new_event_loop()
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
+        # Host I/O: requests in flight, environments by key, the proxy and its users.
+        self._io_waits: dict[int, list[Any]] = {}
+        self._io_ids = itertools.count(1)
+        self._envs: dict[str, dict[str, str]] = {}
+        self._task_envs: dict[str, dict[str, str]] = {}
+        self._host_tasks = 0
+        self._host_lock = threading.Lock()
+        self.hostio: Any = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -331,10 +341,20 @@ class Agent:
         for item, payload in _channel.split_items(content.get("items", []), buffers):
             kind = item["k"]
             if kind == "spawn":
-                self.running[item["t"]] = _Running(item.get("io", "host"))
+                running = _Running(item.get("io", "host"))
+                if running.io == "host":
+                    self._task_envs[item["t"]] = dict(self._envs.get(item.get("env", ""), {}))
+                self.running[item["t"]] = running
                 spawns.append((item, payload))
             elif kind == "cancel":
                 self._cancel(item["t"])
+            elif kind == "ior":
+                slot = self._io_waits.pop(item["r"], None)
+                if slot is not None:
+                    slot[1], slot[2], slot[3] = bool(item.get("ok")), payload, item.get("nr", 0)
+                    slot[0].set()
+            elif kind == "env":
+                self._envs[item["key"]] = item["vars"]
             elif kind == "path":
                 for path in reversed(item["p"]):
                     if path not in sys.path:
@@ -420,6 +440,8 @@ class Agent:
                 continue
             context = contextvars.copy_context()
             context.run(_current_task.set, task_id)
+            if running.io == "host":
+                self._host_io_started()
             coro = self._run(task_id, payload, bool(item.get("sync")), running)
             running.task = context.run(self.loop.create_task, coro)
             if running.cancel_at is not None:
@@ -478,9 +500,71 @@ class Agent:
             raise
 
     def _finish(self, task_id: str, item: dict[str, Any], frames: list[Any]) -> None:
-        self.running.pop(task_id, None)
-        self.outbox.result(item, frames)
+        running = self.running.pop(task_id, None)
+        if running is not None and running.io == "host" and running.task is not None:
+            self._host_io_finished()
+        self._task_envs.pop(task_id, None)
+        self.outbox.item(item, frames)
         self._wake()
+
+    # -- host I/O (the proxy's transport) ------------------------------------------------
+
+    def _host_io_started(self) -> None:
+        """Install the I/O proxy while any task whose I/O is the host's runs."""
+        with self._host_lock:
+            self._host_tasks += 1
+            if self._host_tasks == 1:
+                if self.hostio is None:
+                    from . import proxy
+
+                    self.hostio = proxy.HostIO(self.request, self._io_active, self._io_environ)
+                self.hostio.install()
+
+    def _host_io_finished(self) -> None:
+        with self._host_lock:
+            self._host_tasks -= 1
+            if self._host_tasks == 0 and self.hostio is not None:
+                self.hostio.uninstall()
+
+    def _io_active(self) -> bool:
+        task = _current_task.get()
+        running = self.running.get(task) if task is not None else None
+        return running is not None and running.io == "host"
+
+    def _io_environ(self) -> dict[str, str] | None:
+        task = _current_task.get()
+        return self._task_envs.get(task) if task is not None else None
+
+    def request(self, op: str, args: dict[str, Any], frames: list[Any]) -> tuple[Any, list[Any]]:
+        """Ask the host to do one I/O operation for the current task; block for the answer.
+
+        Called on whatever thread the task's code runs on (never the I/O thread). The
+        wait wakes up often so that a cancel can still interrupt it.
+        """
+        task = _current_task.get()
+        if task is None:
+            msg = f"host I/O ({op}) outside a task: nothing to send it for"
+            raise RuntimeError(msg)
+        rid = next(self._io_ids)
+        # The proxy's frames are views of its buffers, valid only during this call; the
+        # link may have to send them again later.
+        frames = [bytes(f) for f in frames]
+        slot: list[Any] = [threading.Event(), False, [], 0]
+        self._io_waits[rid] = slot
+        head = self.serializer.dumps(args)
+        item = _channel.with_frames({"k": "io", "t": task, "r": rid, "op": op, "na": len(head)}, [*head, *frames])
+        self.outbox.item(item, [*head, *frames])
+        self._wake()
+        try:
+            while not slot[0].wait(0.05):
+                if self._stopping.is_set():
+                    raise ConnectionError(f"the worker stopped while {op} waited for the host")
+        finally:
+            self._io_waits.pop(rid, None)
+        ok, reply, count = slot[1], slot[2], slot[3]
+        if not ok:
+            raise self.serializer.loads(reply)
+        return self.serializer.loads(reply[:count]), reply[count:]
 
     def _error_frames(self, exc: BaseException) -> list[Any]:
         lines = traceback.format_exception(type(exc), exc, _worker_frames(exc.__traceback__))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import hashlib
 import concurrent.futures
 import itertools
 import logging
@@ -16,8 +17,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from .channel import with_frames
 from .errors import ElsewhereError, NoWorkers, SerializationError, WorkerLost, attach_remote_traceback
 from .events import EventStream, TaskEvent, WorkerEvent
+from .hostio import IOService
 from .output import ConsoleSink, OutputSink
 from .placement import POLICIES, choose
 from .routes import ROUTES
@@ -88,6 +91,7 @@ class Cluster:
         output: OutputSink | None = None,
         hwm: int = 0,
         route: str | None = None,
+        io: IOService | None = None,
         force_source: bool = False,
         startup_timeout: float = 60,
         events: EventStream | None = None,
@@ -106,6 +110,10 @@ class Cluster:
             msg = f"route={self.route!r}: choose one of {', '.join(ROUTES)} (zmq unless only the Jupyter protocol reaches the workers)"
             raise ValueError(msg)
         self.force_source = force_source
+        #: Answers the proxied I/O of tasks that run with ``io="host"`` (the default).
+        self.io = io or IOService(output=self._io_output)
+        self._io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="elsewhere-hostio")
+        self._envs: dict[str, dict[str, str]] = {}
         self.startup_timeout = startup_timeout
         self.runtime = RuntimeThread()
         self._workers: dict[str, Worker] = {}
@@ -165,6 +173,8 @@ class Cluster:
             self._settle(record, "cancelled")
         workers = list(self._workers.values())
         await asyncio.gather(*(self._stop_worker(w, "was shut down with its cluster") for w in workers))
+        self._io_pool.shutdown(wait=False, cancel_futures=True)
+        self.io.close()
         if self._owner is not None:
             await self._owner.aclose()
 
@@ -276,7 +286,14 @@ class Cluster:
 
     # -- spawning ----------------------------------------------------------------------
 
-    def prepare(self, call: Any, options: TaskOptions, parent: dict[str, Any], *, sync: bool = False) -> RemoteTask:
+    def environment(self) -> str:
+        """Snapshot the host's environment for tasks spawned from now on; its key."""
+        env = dict(os.environ)
+        key = hashlib.sha1(repr(sorted(env.items())).encode()).hexdigest()
+        self._envs.setdefault(key, env)
+        return key
+
+    def prepare(self, call: Any, options: TaskOptions, parent: dict[str, Any], *, sync: bool = False, env: str = "") -> RemoteTask:
         """Serialize a call now (so a bad argument fails before anything starts)."""
         if options.placement not in POLICIES:
             msg = f"unknown placement {options.placement!r}; choose one of {', '.join(POLICIES)}"
@@ -285,7 +302,7 @@ class Cluster:
             frames = self.serializer.dumps((call.fn, call.args, call.kwargs))
         except Exception as exc:
             raise self._serialization_error(call, exc) from None
-        record = RemoteTask(call.name, call.summary(), frames, sync=sync, options=options, parent=parent)
+        record = RemoteTask(call.name, call.summary(), frames, sync=sync, options=options, parent=parent, env=env)
         self._tasks[record.id] = record
         self._emit_task(record)
         return record
@@ -364,8 +381,6 @@ class Cluster:
         return self._no_workers_error()
 
     def _send_spawns(self, worker: Worker, records: list[RemoteTask]) -> None:
-        from .channel import with_frames
-
         items: list[dict[str, Any]] = []
         frames: list[Any] = []
         # Functions from the host's importable modules travel by reference: local workers
@@ -376,7 +391,15 @@ class Cluster:
             items.append({"k": "path", "p": paths})
         for record in records:
             payload = record.frames or []
-            items.append(with_frames({"k": "spawn", "t": record.id, "sync": record.sync, "io": record.options.io}, payload))
+            spawn: dict[str, Any] = {"k": "spawn", "t": record.id, "sync": record.sync, "io": record.options.io}
+            if record.options.io == "host":
+                self.io.task_started(record.id, record.summary)
+                if record.env and record.env in self._envs:
+                    spawn["env"] = record.env
+                    if record.env not in worker.envs:
+                        worker.envs.add(record.env)
+                        items.append({"k": "env", "key": record.env, "vars": self._envs[record.env]})
+            items.append(with_frames(spawn, payload))
             frames.extend(payload)
         worker.send(items, frames)
 
@@ -403,7 +426,12 @@ class Cluster:
                 self._emit_task(record)
             elif kind == "out" and record is not None:
                 record.output.extend(item["o"])
+                for entry in item["o"]:
+                    if entry[0] == "stream":
+                        self.io.journal.record_output(record.id, entry[1], entry[2])
                 self.sink.publish(record.parent, item["o"])
+            elif kind == "io" and record is not None:
+                self._serve_io(worker, record, item, frames)
             elif kind == "done" and record is not None:
                 self._finish(worker, record, item, frames)
             elif kind == "load":
@@ -412,6 +440,39 @@ class Cluster:
             elif kind == "stuck" and record is not None:
                 reason = f"was restarted because {record.summary} ignored its cancellation"
                 self._owner_spawn(self._restart_worker(worker.id, reason))
+
+    def _serve_io(self, worker: Worker, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> None:
+        """Do a task's I/O request on the host (in a thread: it may block) and answer."""
+        count = item.get("na", 0)
+
+        def work() -> tuple[bool, int, list[Any]]:
+            try:
+                args = self.serializer.loads(frames[:count])
+                result, data = self.io.handle(record.id, item["op"], args, frames[count:])
+                head = self.serializer.dumps(result)
+                return True, len(head), [*head, *data]
+            except BaseException as exc:  # noqa: BLE001 - it is raised in the task instead
+                try:
+                    return False, 0, self.serializer.dumps(exc)
+                except Exception:  # noqa: BLE001 - an exception that cannot travel
+                    return False, 0, self.serializer.dumps(OSError(f"{type(exc).__name__}: {exc}"))
+
+        def answer(done: asyncio.Future[tuple[bool, int, list[Any]]]) -> None:
+            if done.cancelled() or not worker.ready:
+                return
+            ok, count_out, out = done.result()
+            reply = with_frames({"k": "ior", "t": record.id, "r": item["r"], "ok": ok, "nr": count_out}, out)
+            worker.send([reply], out)
+
+        self.runtime.loop.run_in_executor(self._io_pool, work).add_done_callback(answer)
+
+    def _io_output(self, task_id: str, stream: str, text: str) -> None:
+        """Output of a host process that a task started, shown in the task's cell."""
+        record = self._tasks.get(task_id)
+        if record is not None:
+            entries = [["stream", stream, text]]
+            record.output.extend(entries)
+            self.sink.publish(record.parent, entries)
 
     def _finish(self, worker: Worker, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> None:
         worker.running.pop(record.id, None)
@@ -492,6 +553,8 @@ class Cluster:
             pass
 
     def _retire(self, record: RemoteTask) -> None:
+        if record.options.io == "host":
+            self.io.task_done(record.id)
         self._emit_task(record)
         self._finished.append(record.id)
         while len(self._finished) > FINISHED_KEPT:

@@ -63,6 +63,7 @@ class Distribution:
         self._token: contextvars.Token[Distribution | None] | None = None
         self._undispatched: set[asyncio.Task[Any]] = set()
         self._flushed = False
+        self._env = ""
         self.records: list[RemoteTask] = []
 
     # -- entering ----------------------------------------------------------------------
@@ -106,13 +107,16 @@ class Distribution:
 
     def _prepare(self, call: Any, sync: bool) -> RemoteTask:
         if not self._flushed:
-            # What the host printed before spawning must reach the cell before the
-            # workers' output does.
+            # Once per burst of spawns: what the host printed before spawning must reach
+            # the cell before the workers' output does, and tasks see the environment
+            # as it is now.
             self._flushed = True
             self.cluster.sink.flush_local()
+            if self.options.io == "host":
+                self._env = self.cluster.environment()
             asyncio.get_running_loop().call_soon(self._reset_flush)
         try:
-            record = self.cluster.prepare(call, self.options, self._parent(), sync=sync)
+            record = self.cluster.prepare(call, self.options, self._parent(), sync=sync, env=self._env)
         except (SerializationError, ValueError):
             # Tasks created alongside this one (in the same gather) have not started:
             # nothing of the failed statement runs.

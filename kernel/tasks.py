@@ -57,6 +57,8 @@ class RemoteTask:
     summary: str
     frames: list[Any] | None
     sync: bool = False
+    #: Key of the host environment snapshot the task sees as ``os.environ``.
+    env: str = ""
     options: TaskOptions = field(default_factory=TaskOptions)
     parent: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: f"t{next(_ids)}")

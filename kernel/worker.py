@@ -75,8 +75,9 @@ class Worker:
         self.pid: int | None = None
         self.host = "localhost"
         self.info: dict[str, Any] = {}
-        #: The host's import path as last sent to this worker.
+        #: The host's import path as last sent to this worker, and the environments sent.
         self.sys_path: list[str] = []
+        self.envs: set[str] = set()
         self.running: dict[str, RemoteTask] = {}
         self.cpu: float | None = None
         self.memory: int | None = None

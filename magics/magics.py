@@ -80,12 +80,18 @@ class ElsewhereMagics(Magics):
 
     @magic_arguments()
     @argument("--all", action="store_true", help="include finished tasks of earlier cells")
+    @argument("--journal", metavar="ID", help="show the journal of a task's host I/O")
     @argument("task", nargs="?", help="show one task in detail (its output and error)")
     @line_magic
     def tasks(self, line: str) -> Any:
-        """List tasks (id, name, worker, state, elapsed), or show one: ``%tasks t12``."""
+        """List tasks (id, name, worker, state, elapsed), show one (``%tasks t12``), or
+        its journal of host I/O (``%tasks --journal t12``)."""
         args = parse(self.tasks, line)
         cluster = self.host.cluster
+        if args.journal:
+            if cluster.io.journal.get(args.journal) is None:
+                raise UsageError(f"there is no journal for task {args.journal!r}; %tasks --all lists the tasks")
+            return Text(cluster.io.journal.render(args.journal))
         if args.task:
             record = cluster.task(args.task)
             if record is None:
@@ -116,6 +122,13 @@ class ElsewhereMagics(Magics):
             view = PlacementWidget(self.host.cluster)
         display(view)
         return None
+
+
+class Text(str):
+    """Shown as it is (a plain str would be shown with quotes)."""
+
+    def __repr__(self) -> str:
+        return str(self)
 
 
 def _positive(text: str, usage: str) -> int:
