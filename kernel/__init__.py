@@ -6,6 +6,7 @@ from .cluster import Cluster, WorkerInfo
 from .distribute import DistributedTask, Distribution
 from .errors import ElsewhereError, NoWorkers, RemoteTraceback, SerializationError, WorkerLost
 from .events import EventStream, TaskEvent, WorkerEvent
+from .hostpolicy import IOPolicy
 from .tasks import RemoteTask, TaskOptions
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Distribution",
     "ElsewhereError",
     "EventStream",
+    "IOPolicy",
     "NoWorkers",
     "RemoteTask",
     "RemoteTraceback",

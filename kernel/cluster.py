@@ -20,7 +20,7 @@ from typing import Any
 from .channel import with_frames
 from .errors import ElsewhereError, NoWorkers, SerializationError, WorkerLost, attach_remote_traceback
 from .events import EventStream, TaskEvent, WorkerEvent
-from .hostio import IOService
+from .hostio import IOPolicy, IOService
 from .output import ConsoleSink, OutputSink
 from .placement import POLICIES, choose
 from .routes import ROUTES
@@ -91,7 +91,7 @@ class Cluster:
         output: OutputSink | None = None,
         hwm: int = 0,
         route: str | None = None,
-        io: IOService | None = None,
+        io_policy: IOPolicy | None = None,
         force_source: bool = False,
         startup_timeout: float = 60,
         events: EventStream | None = None,
@@ -111,7 +111,7 @@ class Cluster:
             raise ValueError(msg)
         self.force_source = force_source
         #: Answers the proxied I/O of tasks that run with ``io="host"`` (the default).
-        self.io = io or IOService(output=self._io_output)
+        self.io = IOService(io_policy, output=self._io_output)
         self._io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="elsewhere-hostio")
         self._envs: dict[str, dict[str, str]] = {}
         self.startup_timeout = startup_timeout

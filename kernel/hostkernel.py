@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
-from traitlets import Integer, Unicode, default
+from traitlets import Bool, Integer, List, Unicode, default
 
 from .cluster import default_worker_count
 from .host import Host
+from .hostpolicy import IOPolicy
 
 __all__ = ["ElsewhereKernel"]
 
@@ -34,6 +35,13 @@ class ElsewhereKernel(IPythonKernel):
         help="How data messages reach workers: 'zmq' (a direct socket, fast) or 'comm' (over the "
         "Jupyter protocol, for workers behind a gateway). Env ELSEWHERE_ROUTE; default zmq."
     ).tag(config=True)
+
+    io_roots = List(
+        Unicode(),
+        help="Host directories that tasks' files may be in, besides the notebook's working directory.",
+    ).tag(config=True)
+    io_read_only = Bool(False, help="Refuse every change tasks try to make to host files.").tag(config=True)
+    io_allow_subprocess = Bool(True, help="Let tasks start processes on the host.").tag(config=True)
 
     @default("route")
     def _default_route(self) -> str:
@@ -57,6 +65,11 @@ class ElsewhereKernel(IPythonKernel):
             python=self.worker_python,
             startup_timeout=self.startup_timeout,
             route=self.route,
+            io_policy=IOPolicy(
+                roots=(os.getcwd(), *self.io_roots),
+                read_only=self.io_read_only,
+                allow_subprocess=self.io_allow_subprocess,
+            ),
         )
         self.shell.extension_manager.load_extension("elsewhere.magics")
 

@@ -167,3 +167,35 @@ def test_a_python_without_ipykernel_is_refused_clearly(tmp_path):
             cluster.wait_ready(1, timeout=60)
     finally:
         cluster.close()
+
+
+def test_io_policy_read_only_and_no_subprocess(tmp_path, monkeypatch):
+    from elsewhere import IOPolicy
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "readable.txt").write_text("ok")
+    namespace = {"__name__": "__main__"}
+    exec(
+        "import subprocess\n"
+        "async def attempt(kind):\n"
+        "    try:\n"
+        "        if kind == 'read':\n"
+        "            return open('readable.txt').read()\n"
+        "        if kind == 'write':\n"
+        "            open('new.txt', 'w').close()\n"
+        "        if kind == 'run':\n"
+        "            subprocess.run(['true'])\n"
+        "    except PermissionError as exc:\n"
+        "        return str(exc)\n",
+        namespace,
+    )
+
+    async def main(cluster):
+        with cluster.distribute():
+            return await asyncio.gather(*(namespace["attempt"](k) for k in ("read", "write", "run")))
+
+    with Cluster(workers=1, io_policy=IOPolicy(read_only=True, allow_subprocess=False)) as cluster:
+        read, write, run = asyncio.run(main(cluster))
+    assert read == "ok"
+    assert "read-only" in write and not (tmp_path / "new.txt").exists()
+    assert "subprocess" in run.lower()
