@@ -37,6 +37,10 @@ log = logging.getLogger("elsewhere")
 SPAWN_BATCH = 256
 #: How often the runtime checks that worker kernels are alive.
 LIVENESS_INTERVAL = 0.25
+#: Host I/O operations that may wait on a process or the user: served off the runtime thread.
+_WAITING_OPS = frozenset(
+    {"input", "popen", "system", "proc_read", "proc_write", "proc_close", "proc_poll", "proc_wait", "proc_signal", "proc_communicate"}
+)
 #: Finished tasks remembered for ``%tasks`` and the widget.
 FINISHED_KEPT = 10_000
 
@@ -442,29 +446,34 @@ class Cluster:
                 self._owner_spawn(self._restart_worker(worker.id, reason))
 
     def _serve_io(self, worker: Worker, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> None:
-        """Do a task's I/O request on the host (in a thread: it may block) and answer."""
+        """Do a task's I/O request on the host and answer it.
+
+        File and directory operations are quick and run right here, on the runtime
+        thread (a thread hop would cost more than a ``stat``); operations that can wait
+        on someone else (a process, the user) run in the I/O pool.
+        """
+        if item.get("op") in _WAITING_OPS:
+            done = self.runtime.loop.run_in_executor(self._io_pool, self._do_io, record, item, frames)
+            done.add_done_callback(lambda f: f.cancelled() or self._answer_io(worker, record, item, *f.result()))
+        else:
+            self._answer_io(worker, record, item, *self._do_io(record, item, frames))
+
+    def _do_io(self, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> tuple[bool, int, list[Any]]:
         count = item.get("na", 0)
-
-        def work() -> tuple[bool, int, list[Any]]:
+        try:
+            args = self.serializer.loads(frames[:count])
+            result, data = self.io.handle(record.id, item["op"], args, frames[count:])
+            head = self.serializer.dumps(result)
+            return True, len(head), [*head, *data]
+        except BaseException as exc:  # noqa: BLE001 - it is raised in the task instead
             try:
-                args = self.serializer.loads(frames[:count])
-                result, data = self.io.handle(record.id, item["op"], args, frames[count:])
-                head = self.serializer.dumps(result)
-                return True, len(head), [*head, *data]
-            except BaseException as exc:  # noqa: BLE001 - it is raised in the task instead
-                try:
-                    return False, 0, self.serializer.dumps(exc)
-                except Exception:  # noqa: BLE001 - an exception that cannot travel
-                    return False, 0, self.serializer.dumps(OSError(f"{type(exc).__name__}: {exc}"))
+                return False, 0, self.serializer.dumps(exc)
+            except Exception:  # noqa: BLE001 - an exception that cannot travel
+                return False, 0, self.serializer.dumps(OSError(f"{type(exc).__name__}: {exc}"))
 
-        def answer(done: asyncio.Future[tuple[bool, int, list[Any]]]) -> None:
-            if done.cancelled() or not worker.ready:
-                return
-            ok, count_out, out = done.result()
-            reply = with_frames({"k": "ior", "t": record.id, "r": item["r"], "ok": ok, "nr": count_out}, out)
-            worker.send([reply], out)
-
-        self.runtime.loop.run_in_executor(self._io_pool, work).add_done_callback(answer)
+    def _answer_io(self, worker: Worker, record: RemoteTask, item: dict[str, Any], ok: bool, count: int, out: list[Any]) -> None:
+        if worker.ready:
+            worker.send([with_frames({"k": "ior", "t": record.id, "r": item["r"], "ok": ok, "nr": count}, out)], out)
 
     def _io_output(self, task_id: str, stream: str, text: str) -> None:
         """Output of a host process that a task started, shown in the task's cell."""
