@@ -34,6 +34,7 @@ from jupyter_client.session import Session
 
 from . import channel as _channel
 from . import serialize as _serialize
+from .taskoutput import Outbox, TaskStream, current_task, display_publisher
 
 __all__ = ["Agent", "start", "PROTOCOL"]
 
@@ -49,9 +50,6 @@ INTERRUPT_AFTER = 0.3
 STUCK_AFTER = 1.2
 LOAD_INTERVAL = 1.0
 
-_current_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("elsewhere_task", default=None)
-
-
 class _Running:
     __slots__ = ("task", "thread", "cancel_at", "interrupted", "stuck_sent", "io")
 
@@ -62,105 +60,6 @@ class _Running:
         self.interrupted = False
         self.stuck_sent = False
         self.io = io
-
-
-class _Outbox:
-    """What the task thread hands to the I/O thread: output per task, then results."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.started: list[str] = []
-        self.output: dict[str, list[list[Any]]] = {}
-        self.results: list[tuple[dict[str, Any], list[Any]]] = []
-
-    def start(self, task: str) -> None:
-        with self.lock:
-            self.started.append(task)
-
-    def text(self, task: str, name: str, text: str) -> None:
-        with self.lock:
-            entries = self.output.setdefault(task, [])
-            if entries and entries[-1][0] == "stream" and entries[-1][1] == name:
-                entries[-1][2].append(text)
-            else:
-                entries.append(["stream", name, [text]])
-
-    def display(self, task: str, entry: list[Any]) -> None:
-        with self.lock:
-            self.output.setdefault(task, []).append(entry)
-
-    def item(self, item: dict[str, Any], frames: list[Any]) -> None:
-        """A result or an I/O request: sent after the output printed before it."""
-        with self.lock:
-            self.results.append((item, frames))
-
-    def take(self) -> tuple[list[str], dict[str, list[list[Any]]], list[tuple[dict[str, Any], list[Any]]]]:
-        with self.lock:
-            started, self.started = self.started, []
-            output, self.output = self.output, {}
-            results, self.results = self.results, []
-        for entries in output.values():
-            for entry in entries:
-                if entry[0] == "stream":
-                    entry[2] = "".join(entry[2])
-        return started, output, results
-
-
-class _TaskStream:
-    """Stands in for sys.stdout/sys.stderr: a task's writes go to the host."""
-
-    def __init__(self, inner: Any, name: str, outbox: _Outbox) -> None:
-        self._inner = inner
-        self._name = name
-        self._outbox = outbox
-
-    def write(self, text: str) -> int:
-        task = _current_task.get()
-        if task is None:
-            return self._inner.write(text)
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self._outbox.text(task, self._name, text)
-        return len(text)
-
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        if _current_task.get() is None:
-            self._inner.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _display_publisher(inner: Any, outbox: _Outbox) -> Any:
-    """A display publisher that sends a task's ``display()`` calls to the host."""
-    from IPython.core.displaypub import DisplayPublisher
-
-    class TaskDisplayPublisher(DisplayPublisher):  # type: ignore[misc]
-        def publish(self, data: Any, metadata: Any = None, source: Any = None, **kwargs: Any) -> None:
-            task = _current_task.get()
-            if task is None:
-                return inner.publish(data, metadata=metadata, source=source, **kwargs)
-            transient = kwargs.get("transient") or {}
-            update = bool(kwargs.get("update"))
-            outbox.display(task, ["display", data, metadata or {}, transient, update])
-
-        def clear_output(self, wait: bool = False) -> None:
-            task = _current_task.get()
-            if task is None:
-                return inner.clear_output(wait)
-            outbox.display(task, ["clear", wait])
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(inner, name)
-
-    return TaskDisplayPublisher()
 
 
 def _worker_frames(tb: Any) -> Any:
@@ -190,7 +89,7 @@ class Agent:
         self._comm_inbox: list[list[Any]] = []
         self.link = _channel.Link(session)
         self.serializer = _serialize.Serializer()
-        self.outbox = _Outbox()
+        self.outbox = Outbox()
         self.running: dict[str, _Running] = {}
         self.peer: bytes | None = None
         self.port = 0
@@ -250,8 +149,8 @@ class Agent:
     def _install_streams(self) -> None:
         """Route task output to the host; everything else still goes where it went."""
         self._saved["stdout"], self._saved["stderr"] = sys.stdout, sys.stderr
-        sys.stdout = _TaskStream(sys.stdout, "stdout", self.outbox)
-        sys.stderr = _TaskStream(sys.stderr, "stderr", self.outbox)
+        sys.stdout = TaskStream(sys.stdout, "stdout", self.outbox)
+        sys.stderr = TaskStream(sys.stderr, "stderr", self.outbox)
         try:
             from IPython import get_ipython
 
@@ -260,7 +159,7 @@ class Agent:
             shell = None
         if shell is not None:
             self._saved["display_pub"] = shell.display_pub
-            shell.display_pub = _display_publisher(shell.display_pub, self.outbox)
+            shell.display_pub = display_publisher(shell.display_pub, self.outbox)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -439,7 +338,7 @@ class Agent:
             if running is None:
                 continue
             context = contextvars.copy_context()
-            context.run(_current_task.set, task_id)
+            context.run(current_task.set, task_id)
             if running.io == "host":
                 self._host_io_started()
             coro = self._run(task_id, payload, bool(item.get("sync")), running)
@@ -527,12 +426,12 @@ class Agent:
                 self.hostio.uninstall()
 
     def _io_active(self) -> bool:
-        task = _current_task.get()
+        task = current_task.get()
         running = self.running.get(task) if task is not None else None
         return running is not None and running.io == "host"
 
     def _io_environ(self) -> dict[str, str] | None:
-        task = _current_task.get()
+        task = current_task.get()
         return self._task_envs.get(task) if task is not None else None
 
     def request(self, op: str, args: dict[str, Any], frames: list[Any]) -> tuple[Any, list[Any]]:
@@ -541,7 +440,7 @@ class Agent:
         Called on whatever thread the task's code runs on (never the I/O thread). The
         wait wakes up often so that a cancel can still interrupt it.
         """
-        task = _current_task.get()
+        task = current_task.get()
         if task is None:
             msg = f"host I/O ({op}) outside a task: nothing to send it for"
             raise RuntimeError(msg)

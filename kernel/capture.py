@@ -18,12 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import SerializationError
+
 __all__ = [
     "Call",
     "from_coroutine",
     "from_executor",
     "executor_caller_is_user",
     "is_user_coroutine",
+    "serialization_error",
     "summarize",
 ]
 
@@ -214,3 +217,24 @@ def summarize(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], limit: i
     parts = [_repr.repr(a) for a in args] + [f"{k}={_repr.repr(v)}" for k, v in kwargs.items()]
     text = f"{name}({', '.join(parts)})"
     return text if len(text) <= limit else text[: limit - 2] + "…)"
+
+
+def serialization_error(call: Call, exc: Exception, serializer: Any) -> SerializationError:
+    """The error for a call that cannot be sent, naming where the culprit sits:
+    ``where(i, lock=…): argument 'lock' (_thread.lock) cannot be sent to a worker``."""
+    from .serialize import unpicklable_path
+
+    names = list(call.arg_names) + [f"arg{i}" for i in range(len(call.arg_names), len(call.args))]
+    candidates = [(names[i], v, f"argument {names[i]!r}") for i, v in enumerate(call.args)]
+    candidates += [(k, v, f"argument {k!r}") for k, v in call.kwargs.items()]
+    candidates.append(("", call.fn, "the function itself (or a global it uses)"))
+    shown = call.signature()
+    for name, value, label in candidates:
+        found = unpicklable_path(value, name, serializer)
+        if found is not None:
+            path, bad = found
+            where = label if path == name or not path else f"{label} at {path}"
+            kind = f"{type(bad).__module__}.{type(bad).__qualname__}".removeprefix("builtins.")
+            msg = f"{shown}: {where} ({kind}) cannot be sent to a worker: {exc}. Create it inside the coroutine, or pass plain data instead."
+            return SerializationError(msg)
+    return SerializationError(f"{shown} cannot be sent to a worker: {exc}")

@@ -4,7 +4,6 @@ serves them both. The library API and the kernel share this one object."""
 from __future__ import annotations
 
 import asyncio
-import builtins
 import hashlib
 import concurrent.futures
 import itertools
@@ -17,16 +16,18 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from .capture import serialization_error
 from .channel import with_frames
-from .errors import ElsewhereError, NoWorkers, SerializationError, WorkerLost, attach_remote_traceback
+from .errors import NoWorkers, SerializationError, WorkerLost, rebuild_remote_error
 from .events import EventStream, TaskEvent, WorkerEvent
 from .hostio import IOPolicy, IOService
+from .ioserver import IOServer
 from .output import ConsoleSink, OutputSink
 from .placement import POLICIES, choose
 from .routes import ROUTES
 from .runtime import RuntimeThread, TaskOwner
 from .serialize import Serializer
-from .tasks import RemoteTask, TaskOptions
+from .tasks import RemoteTask, TaskOptions, Waiters
 from .worker import Worker, WorkerStartError
 
 __all__ = ["Cluster", "WorkerInfo", "default_worker_count"]
@@ -37,10 +38,6 @@ log = logging.getLogger("elsewhere")
 SPAWN_BATCH = 256
 #: How often the runtime checks that worker kernels are alive.
 LIVENESS_INTERVAL = 0.25
-#: Host I/O operations that may wait on a process or the user: served off the runtime thread.
-_WAITING_OPS = frozenset(
-    {"input", "popen", "system", "proc_read", "proc_write", "proc_close", "proc_poll", "proc_wait", "proc_signal", "proc_communicate"}
-)
 #: Finished tasks remembered for ``%tasks`` and the widget.
 FINISHED_KEPT = 10_000
 
@@ -114,12 +111,12 @@ class Cluster:
             msg = f"route={self.route!r}: choose one of {', '.join(ROUTES)} (zmq unless only the Jupyter protocol reaches the workers)"
             raise ValueError(msg)
         self.force_source = force_source
-        #: Answers the proxied I/O of tasks that run with ``io="host"`` (the default).
-        self.io = IOService(io_policy, output=self._io_output)
-        self._io_pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="elsewhere-hostio")
-        self._envs: dict[str, dict[str, str]] = {}
         self.startup_timeout = startup_timeout
         self.runtime = RuntimeThread()
+        #: Answers the proxied I/O of tasks that run with ``io="host"`` (the default).
+        self.io = IOService(io_policy, output=self._io_output)
+        self._io_server = IOServer(self.io, self.serializer, self.runtime.loop)
+        self._envs: dict[str, dict[str, str]] = {}
         self._workers: dict[str, Worker] = {}
         self._tasks: dict[str, RemoteTask] = {}
         self._finished: deque[str] = deque()
@@ -129,8 +126,7 @@ class Cluster:
         self._worker_ids = itertools.count(1)
         self._owner: TaskOwner | None = None
         self._start_errors: list[str] = []
-        self._waiters: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
-        self._ready = threading.Condition()
+        self._waiters = Waiters(self.runtime.loop)
         self.started = False
         self.closed = False
 
@@ -177,8 +173,7 @@ class Cluster:
             self._settle(record, "cancelled")
         workers = list(self._workers.values())
         await asyncio.gather(*(self._stop_worker(w, "was shut down with its cluster") for w in workers))
-        self._io_pool.shutdown(wait=False, cancel_futures=True)
-        self.io.close()
+        self._io_server.close()
         if self._owner is not None:
             await self._owner.aclose()
 
@@ -305,32 +300,11 @@ class Cluster:
         try:
             frames = self.serializer.dumps((call.fn, call.args, call.kwargs))
         except Exception as exc:
-            raise self._serialization_error(call, exc) from None
+            raise serialization_error(call, exc, self.serializer) from None
         record = RemoteTask(call.name, call.summary(), frames, sync=sync, options=options, parent=parent, env=env)
         self._tasks[record.id] = record
         self._emit_task(record)
         return record
-
-    def _serialization_error(self, call: Any, exc: Exception) -> SerializationError:
-        from .serialize import unpicklable_path
-
-        names = list(call.arg_names) + [f"arg{i}" for i in range(len(call.arg_names), len(call.args))]
-        candidates = [(names[i], v, f"argument {names[i]!r}") for i, v in enumerate(call.args)]
-        candidates += [(k, v, f"argument {k!r}") for k, v in call.kwargs.items()]
-        candidates.append(("", call.fn, "the function itself (or a global it uses)"))
-        shown = call.signature()
-        for name, value, label in candidates:
-            found = unpicklable_path(value, name, self.serializer)
-            if found is not None:
-                path, bad = found
-                where = label if path == name or not path else f"{label} at {path}"
-                kind = f"{type(bad).__module__}.{type(bad).__qualname__}".removeprefix("builtins.")
-                msg = (
-                    f"{shown}: {where} ({kind}) cannot be sent to a worker: {exc}. "
-                    f"Create it inside the coroutine, or pass plain data instead."
-                )
-                return SerializationError(msg)
-        return SerializationError(f"{shown} cannot be sent to a worker: {exc}")
 
     def dispatch(self, record: RemoteTask) -> None:
         """Queue a prepared task for placement (thread-safe, cheap: batched)."""
@@ -435,7 +409,7 @@ class Cluster:
                         self.io.journal.record_output(record.id, entry[1], entry[2])
                 self.sink.publish(record.parent, item["o"])
             elif kind == "io" and record is not None:
-                self._serve_io(worker, record, item, frames)
+                self._io_server.serve(worker, record, item, frames)
             elif kind == "done" and record is not None:
                 self._finish(worker, record, item, frames)
             elif kind == "load":
@@ -444,36 +418,6 @@ class Cluster:
             elif kind == "stuck" and record is not None:
                 reason = f"was restarted because {record.summary} ignored its cancellation"
                 self._owner_spawn(self._restart_worker(worker.id, reason))
-
-    def _serve_io(self, worker: Worker, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> None:
-        """Do a task's I/O request on the host and answer it.
-
-        File and directory operations are quick and run right here, on the runtime
-        thread (a thread hop would cost more than a ``stat``); operations that can wait
-        on someone else (a process, the user) run in the I/O pool.
-        """
-        if item.get("op") in _WAITING_OPS:
-            done = self.runtime.loop.run_in_executor(self._io_pool, self._do_io, record, item, frames)
-            done.add_done_callback(lambda f: f.cancelled() or self._answer_io(worker, record, item, *f.result()))
-        else:
-            self._answer_io(worker, record, item, *self._do_io(record, item, frames))
-
-    def _do_io(self, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> tuple[bool, int, list[Any]]:
-        count = item.get("na", 0)
-        try:
-            args = self.serializer.loads(frames[:count])
-            result, data = self.io.handle(record.id, item["op"], args, frames[count:])
-            head = self.serializer.dumps(result)
-            return True, len(head), [*head, *data]
-        except BaseException as exc:  # noqa: BLE001 - it is raised in the task instead
-            try:
-                return False, 0, self.serializer.dumps(exc)
-            except Exception:  # noqa: BLE001 - an exception that cannot travel
-                return False, 0, self.serializer.dumps(OSError(f"{type(exc).__name__}: {exc}"))
-
-    def _answer_io(self, worker: Worker, record: RemoteTask, item: dict[str, Any], ok: bool, count: int, out: list[Any]) -> None:
-        if worker.ready:
-            worker.send([with_frames({"k": "ior", "t": record.id, "r": item["r"], "ok": ok, "nr": count}, out)], out)
 
     def _io_output(self, task_id: str, stream: str, text: str) -> None:
         """Output of a host process that a task started, shown in the task's cell."""
@@ -497,22 +441,8 @@ class Cluster:
         elif item.get("cancelled"):
             self._settle(record, "cancelled")
         else:
-            self._fail(record, self._rebuild_error(worker, writable))
+            self._fail(record, rebuild_remote_error(self.serializer, writable, f"worker {worker.id} (pid {worker.pid})"))
         self._emit_worker(worker)
-
-    def _rebuild_error(self, worker: Worker, frames: list[Any]) -> BaseException:
-        try:
-            exc, report = self.serializer.loads(frames)
-        except Exception as problem:  # noqa: BLE001
-            return ElsewhereError(f"a task failed on worker {worker.id} and its error could not be read: {problem!r}")
-        if exc is None:
-            cls = getattr(builtins, report["type"], None) if report["module"] == "builtins" else None
-            text = report["message"] if cls else f"{report['module']}.{report['type']}: {report['message']}"
-            try:
-                exc = (cls if isinstance(cls, type) and issubclass(cls, BaseException) else ElsewhereError)(text)
-            except Exception:  # noqa: BLE001 - a builtin needing other arguments
-                exc = ElsewhereError(text)
-        return attach_remote_traceback(exc, report["traceback"], f"worker {worker.id} (pid {worker.pid})")
 
     # -- task records --------------------------------------------------------------------
 
@@ -526,7 +456,7 @@ class Cluster:
                 future.cancel()
             else:
                 future.set_result(value)
-        self._wake_waiter(record, state, value, None)
+        self._waiters.wake(record, state, value, None)
         self._retire(record)
 
     def _fail(self, record: RemoteTask, exc: BaseException) -> None:
@@ -539,27 +469,8 @@ class Cluster:
             worker.running.pop(record.id, None)
         if not record.future.done():
             record.future.set_exception(exc)
-        self._wake_waiter(record, "failed", None, exc)
+        self._waiters.wake(record, "failed", None, exc)
         self._retire(record)
-
-    def _wake_waiter(self, record: RemoteTask, state: str, value: Any, exc: BaseException | None) -> None:
-        """Resolve the awaiting side's future on its loop; all of one tick's in one hop."""
-        waiter = record.waiter
-        if waiter is None:
-            return
-        loop = waiter.get_loop()
-        batch = self._waiters.get(loop)
-        if batch is None:
-            batch = self._waiters[loop] = []
-            self.runtime.loop.call_soon(self._send_waiters, loop)
-        batch.append((waiter, state, value, exc))
-
-    def _send_waiters(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._waiters.pop(loop, [])
-        try:
-            loop.call_soon_threadsafe(_resolve_waiters, batch)
-        except RuntimeError:  # that loop is closed: nobody is waiting any more
-            pass
 
     def _retire(self, record: RemoteTask) -> None:
         if record.options.io == "host":
@@ -671,15 +582,3 @@ class Cluster:
             )
         )
 
-
-def _resolve_waiters(batch: list[tuple[Any, ...]]) -> None:
-    """Runs on the awaiting loop."""
-    for waiter, state, value, exc in batch:
-        if waiter.done():
-            continue
-        if state == "cancelled":
-            waiter.cancel()
-        elif exc is not None:
-            waiter.set_exception(exc)
-        else:
-            waiter.set_result(value)

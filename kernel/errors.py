@@ -6,6 +6,9 @@ message names the value, the constraint and the fix.
 
 from __future__ import annotations
 
+import builtins
+from typing import Any
+
 __all__ = [
     "ElsewhereError",
     "WorkerLost",
@@ -13,6 +16,7 @@ __all__ = [
     "NoWorkers",
     "RemoteTraceback",
     "attach_remote_traceback",
+    "rebuild_remote_error",
 ]
 
 
@@ -71,3 +75,21 @@ def attach_remote_traceback(exc: BaseException, lines: list[str], where: str) ->
     except (AttributeError, TypeError):  # exceptions with __slots__: plain rendering
         pass
     return exc
+
+
+def rebuild_remote_error(serializer: Any, frames: list[Any], where: str) -> BaseException:
+    """The exception a worker reported, as the user should catch it: its own type (or,
+    when it could not travel, the builtin of that name or an ``ElsewhereError``), with
+    the remote traceback attached."""
+    try:
+        exc, report = serializer.loads(frames)
+    except Exception as problem:  # noqa: BLE001
+        return ElsewhereError(f"a task failed on {where} and its error could not be read: {problem!r}")
+    if exc is None:
+        cls = getattr(builtins, report["type"], None) if report["module"] == "builtins" else None
+        text = report["message"] if cls else f"{report['module']}.{report['type']}: {report['message']}"
+        try:
+            exc = (cls if isinstance(cls, type) and issubclass(cls, BaseException) else ElsewhereError)(text)
+        except Exception:  # noqa: BLE001 - a builtin needing other arguments
+            exc = ElsewhereError(text)
+    return attach_remote_traceback(exc, report["traceback"], where)

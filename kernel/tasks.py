@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RemoteTask", "TaskOptions", "OutputLog"]
+__all__ = ["RemoteTask", "TaskOptions", "OutputLog", "Waiters"]
 
 _ids = itertools.count(1)
 
@@ -87,3 +87,44 @@ class RemoteTask:
     def elapsed(self) -> float:
         start = self.started or self.created
         return (self.finished or time.time()) - start
+
+
+class Waiters:
+    """Resolves the awaiting side's futures (``RemoteTask.waiter``) on their own loops,
+    all of one runtime tick's results in one thread hop per loop."""
+
+    def __init__(self, runtime_loop: asyncio.AbstractEventLoop) -> None:
+        self._runtime_loop = runtime_loop
+        self._batches: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
+
+    def wake(self, record: RemoteTask, state: str, value: Any, exc: BaseException | None) -> None:
+        """Called on the runtime loop when ``record`` has finished."""
+        waiter = record.waiter
+        if waiter is None:
+            return
+        loop = waiter.get_loop()
+        batch = self._batches.get(loop)
+        if batch is None:
+            batch = self._batches[loop] = []
+            self._runtime_loop.call_soon(self._send, loop)
+        batch.append((waiter, state, value, exc))
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._batches.pop(loop, [])
+        try:
+            loop.call_soon_threadsafe(_resolve, batch)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            pass
+
+
+def _resolve(batch: list[tuple[Any, ...]]) -> None:
+    """Runs on the awaiting loop."""
+    for waiter, state, value, exc in batch:
+        if waiter.done():
+            continue
+        if state == "cancelled":
+            waiter.cancel()
+        elif exc is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(value)

@@ -1,0 +1,65 @@
+"""Serving the host I/O that tasks ask for: one place that turns an ``io`` item from a
+worker into an ``IOService`` call and its answer back to that worker."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any
+
+from .channel import with_frames
+from .hostio import IOService
+from .serialize import Serializer
+from .tasks import RemoteTask
+
+__all__ = ["IOServer"]
+
+#: Operations that may wait on a process or the user: served off the runtime thread.
+WAITING_OPS = frozenset(
+    {"input", "popen", "system", "proc_read", "proc_write", "proc_close", "proc_poll", "proc_wait", "proc_signal", "proc_communicate"}
+)
+
+
+class IOServer:
+    """Answers workers' I/O requests on the runtime loop (quick ones) or its pool."""
+
+    def __init__(self, io: IOService, serializer: Serializer, loop: asyncio.AbstractEventLoop) -> None:
+        self.io = io
+        self.serializer = serializer
+        self.loop = loop
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="elsewhere-hostio")
+
+    def serve(self, worker: Any, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> None:
+        """Do a task's I/O request on the host and answer it.
+
+        File and directory operations are quick and run right here, on the runtime
+        thread (a thread hop would cost more than a ``stat``); operations that can wait
+        on someone else (a process, the user) run in the pool.
+        """
+        if item.get("op") in WAITING_OPS:
+            done = self.loop.run_in_executor(self._pool, self._do, record, item, frames)
+            done.add_done_callback(lambda f: f.cancelled() or self._answer(worker, record, item, *f.result()))
+        else:
+            self._answer(worker, record, item, *self._do(record, item, frames))
+
+    def _do(self, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> tuple[bool, int, list[Any]]:
+        count = item.get("na", 0)
+        try:
+            args = self.serializer.loads(frames[:count])
+            result, data = self.io.handle(record.id, item["op"], args, frames[count:])
+            head = self.serializer.dumps(result)
+            return True, len(head), [*head, *data]
+        except BaseException as exc:  # noqa: BLE001 - it is raised in the task instead
+            try:
+                return False, 0, self.serializer.dumps(exc)
+            except Exception:  # noqa: BLE001 - an exception that cannot travel
+                return False, 0, self.serializer.dumps(OSError(f"{type(exc).__name__}: {exc}"))
+
+    @staticmethod
+    def _answer(worker: Any, record: RemoteTask, item: dict[str, Any], ok: bool, count: int, out: list[Any]) -> None:
+        if worker.ready:
+            worker.send([with_frames({"k": "ior", "t": record.id, "r": item["r"], "ok": ok, "nr": count}, out)], out)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.io.close()
