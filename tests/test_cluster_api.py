@@ -199,3 +199,29 @@ def test_io_policy_read_only_and_no_subprocess(tmp_path, monkeypatch):
     assert read == "ok"
     assert "read-only" in write and not (tmp_path / "new.txt").exists()
     assert "subprocess" in run.lower()
+
+
+def test_workers_are_private_to_this_host():
+    """Signed with a key, connection files 0600, every port on loopback only."""
+    import stat
+
+    import psutil
+
+    with Cluster(workers=1) as cluster:
+        (worker,) = cluster._workers.values()
+        info = json_load(worker.km.connection_file)
+        mode = stat.S_IMODE(os.stat(worker.km.connection_file).st_mode)
+        listening = [c.laddr for c in psutil.Process(worker.pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
+        agent_port = worker.info["port"]
+    assert mode == 0o600
+    assert info["ip"] == "127.0.0.1" and info["transport"] == "tcp"
+    assert len(info["key"]) >= 32 and info["signature_scheme"] == "hmac-sha256"
+    assert agent_port in [addr.port for addr in listening]
+    assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+
+
+def json_load(path):
+    import json
+
+    with open(path) as f:
+        return json.load(f)
