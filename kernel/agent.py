@@ -34,7 +34,7 @@ from jupyter_client.session import Session
 
 from . import channel as _channel
 from . import serialize as _serialize
-from .taskoutput import Outbox, TaskStream, current_task, display_publisher
+from .taskoutput import Outbox, TaskStream, current_output, current_task, display_publisher
 
 __all__ = ["Agent", "start", "PROTOCOL"]
 
@@ -106,7 +106,6 @@ class Agent:
         self._io_ids = itertools.count(1)
         self._envs: dict[str, dict[str, str]] = {}
         self._task_envs: dict[str, dict[str, str]] = {}
-        self._host_tasks = 0
         self._host_lock = threading.Lock()
         self.hostio: Any = None
 
@@ -149,8 +148,8 @@ class Agent:
     def _install_streams(self) -> None:
         """Route task output to the host; everything else still goes where it went."""
         self._saved["stdout"], self._saved["stderr"] = sys.stdout, sys.stderr
-        sys.stdout = TaskStream(sys.stdout, "stdout", self.outbox)
-        sys.stderr = TaskStream(sys.stderr, "stderr", self.outbox)
+        sys.stdout = TaskStream(sys.stdout, "stdout")
+        sys.stderr = TaskStream(sys.stderr, "stderr")
         try:
             from IPython import get_ipython
 
@@ -159,12 +158,14 @@ class Agent:
             shell = None
         if shell is not None:
             self._saved["display_pub"] = shell.display_pub
-            shell.display_pub = display_publisher(shell.display_pub, self.outbox)
+            shell.display_pub = display_publisher(shell.display_pub)
 
     def stop(self) -> None:
         self._stopping.set()
         self._wake()
         sys.stdout, sys.stderr = self._saved.get("stdout", sys.stdout), self._saved.get("stderr", sys.stderr)
+        if self.hostio is not None:
+            self.hostio.uninstall()
         if "display_pub" in self._saved:
             from IPython import get_ipython
 
@@ -188,8 +189,7 @@ class Agent:
         last_load = 0.0
         cpu_mark = (time.monotonic(), time.process_time())
         while not self._stopping.is_set():
-            outbox = self.outbox
-            busy = bool(outbox.started or outbox.output or outbox.results or self.link.ack_owed or self.link.unacked)
+            busy = self.outbox.pending() or self.link.ack_owed or bool(self.link.unacked)
             events = dict(poller.poll(FLUSH_INTERVAL * 1000 if busy or self.running else 200))
             if wake in events:
                 with self._wake_lock:
@@ -275,7 +275,7 @@ class Agent:
             frames.extend(payload)
         if items:
             self._send(router, items, frames)
-        elif self.link.ack_owed and self._connected:
+        elif self.link.ack_due() and self._connected:
             self._send_raw(router, self.link.control())
 
     def _send(self, router: zmq.Socket, items: list[dict[str, Any]], frames: list[Any]) -> None:
@@ -339,20 +339,19 @@ class Agent:
                 continue
             context = contextvars.copy_context()
             context.run(current_task.set, task_id)
+            context.run(current_output.set, self.outbox.open(task_id))
             if running.io == "host":
                 self._host_io_started()
             coro = self._run(task_id, payload, bool(item.get("sync")), running)
             running.task = context.run(self.loop.create_task, coro)
             if running.cancel_at is not None:
                 running.task.cancel()
-            else:
-                self.outbox.start(task_id)
 
     async def _run(self, task_id: str, payload: list[Any], sync: bool, running: _Running) -> None:
         try:
             # Arguments arrive in read-only message frames; a local call would get
             # writable objects, so buffers are copied once here.
-            fn, args, kwargs = self.serializer.loads([payload[0], *(bytearray(b) for b in payload[1:])])
+            fn, args, kwargs = self.serializer.loads([payload[0], *_serialize.writable(payload[1:])])
             if sync:
                 result = await self._run_sync(running, fn, args, kwargs)
             else:
@@ -399,9 +398,7 @@ class Agent:
             raise
 
     def _finish(self, task_id: str, item: dict[str, Any], frames: list[Any]) -> None:
-        running = self.running.pop(task_id, None)
-        if running is not None and running.io == "host" and running.task is not None:
-            self._host_io_finished()
+        self.running.pop(task_id, None)
         self._task_envs.pop(task_id, None)
         self.outbox.item(item, frames)
         self._wake()
@@ -409,21 +406,21 @@ class Agent:
     # -- host I/O (the proxy's transport) ------------------------------------------------
 
     def _host_io_started(self) -> None:
-        """Install the I/O proxy while any task whose I/O is the host's runs."""
-        with self._host_lock:
-            self._host_tasks += 1
-            if self._host_tasks == 1:
-                if self.hostio is None:
-                    from . import proxy
+        """Install the I/O proxy when the first task whose I/O is the host's starts.
 
-                    self.hostio = proxy.HostIO(self.request, self._io_active, self._io_environ)
-                self.hostio.install()
-
-    def _host_io_finished(self) -> None:
+        It stays installed until the agent stops: every patched call asks ``active()``
+        and passes anything not from such a task to the original, and installing it
+        around each task would cost more than the task (about 0.4 ms).
+        """
+        if self.hostio is not None:
+            return
         with self._host_lock:
-            self._host_tasks -= 1
-            if self._host_tasks == 0 and self.hostio is not None:
-                self.hostio.uninstall()
+            if self.hostio is None:
+                from . import proxy
+
+                hostio = proxy.HostIO(self.request, self._io_active, self._io_environ)
+                hostio.install()
+                self.hostio = hostio
 
     def _io_active(self) -> bool:
         task = current_task.get()

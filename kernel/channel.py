@@ -30,6 +30,8 @@ __all__ = ["Link", "Item", "MSG_TYPE", "digest", "split_items", "with_frames"]
 MSG_TYPE = "elsewhere_data"
 #: After this long without an acknowledgement, everything unacknowledged is sent again.
 RESEND_AFTER = 1.0
+#: An acknowledgement waits this long for a data message to ride on.
+ACK_DELAY = 0.05
 #: A gap is reported at most this often (the re-send is in flight meanwhile).
 GAP_REPORT_INTERVAL = 0.05
 
@@ -78,6 +80,7 @@ class Link:
         self.expected = 1
         self.held: dict[int, tuple[dict[str, Any], list[Any]]] = {}
         self.ack_owed = False
+        self.ack_owed_since = 0.0
         self.last_ack_time = time.monotonic()
         self.last_gap_report = 0.0
         self.resent = 0
@@ -159,12 +162,19 @@ class Link:
         while self.expected in self.held:
             ready.append(self.held.pop(self.expected))
             self.expected += 1
-        self.ack_owed = True
+        if not self.ack_owed:
+            self.ack_owed = True
+            self.ack_owed_since = time.monotonic()
         if self.held:
             request = self._gap_request()
             if request is not None:
                 replies.append(request)
         return ready, replies
+
+    def ack_due(self) -> bool:
+        """Whether to send an acknowledgement of its own now. Normally acknowledgements
+        ride on the next data message; one goes alone only after ``ACK_DELAY``."""
+        return self.ack_owed and time.monotonic() - self.ack_owed_since >= ACK_DELAY
 
     def _gap_request(self) -> list[Any] | None:
         """Ask for the messages missing before the ones held, unless we just asked."""

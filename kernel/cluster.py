@@ -26,7 +26,7 @@ from .output import ConsoleSink, OutputSink
 from .placement import POLICIES, choose
 from .routes import ROUTES
 from .runtime import RuntimeThread, TaskOwner
-from .serialize import Serializer
+from .serialize import Serializer, writable
 from .tasks import RemoteTask, TaskOptions, Waiters
 from .worker import Worker, WorkerStartError
 
@@ -36,6 +36,8 @@ log = logging.getLogger("elsewhere")
 
 #: At most this many spawns travel in one message.
 SPAWN_BATCH = 256
+#: Sync calls (the executor path) in flight on one worker: one running, one ready to go.
+SYNC_WINDOW = 2
 #: How often the runtime checks that worker kernels are alive.
 LIVENESS_INTERVAL = 0.25
 #: Finished tasks remembered for ``%tasks`` and the widget.
@@ -325,7 +327,10 @@ class Cluster:
         for record in queued:
             if record.done:
                 continue
-            worker = choose(ready, record.options.placement, record.options.on)
+            # A sync call usually keeps a CPU busy: a worker takes a new one only when
+            # it has room, so calls go to whichever worker frees up first.
+            candidates = [w for w in ready if w.sync_running < SYNC_WINDOW] if record.sync else ready
+            worker = choose(candidates, record.options.placement, record.options.on)
             if worker is None:
                 problem = self._unplaceable(record)
                 if problem is not None:
@@ -336,7 +341,7 @@ class Cluster:
             assert isinstance(worker, Worker)
             record.worker = worker.id
             record.state = "placed"
-            worker.running[record.id] = record
+            worker.take(record)
             batches.setdefault(worker, []).append(record)
             self._emit_task(record)
         if waiting:
@@ -428,11 +433,11 @@ class Cluster:
             self.sink.publish(record.parent, entries)
 
     def _finish(self, worker: Worker, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> None:
-        worker.running.pop(record.id, None)
-        writable = [frames[0], *(bytearray(f) for f in frames[1:])] if frames else []
+        worker.release(record)
+        payload = [frames[0], *writable(frames[1:])] if frames else []
         if item.get("ok"):
             try:
-                value = self.serializer.loads(writable)
+                value = self.serializer.loads(payload)
             except Exception as exc:  # noqa: BLE001
                 msg = f"the result of {record.summary} could not be rebuilt on the host: {exc!r}"
                 self._fail(record, SerializationError(msg))
@@ -441,8 +446,10 @@ class Cluster:
         elif item.get("cancelled"):
             self._settle(record, "cancelled")
         else:
-            self._fail(record, rebuild_remote_error(self.serializer, writable, f"worker {worker.id} (pid {worker.pid})"))
+            self._fail(record, rebuild_remote_error(self.serializer, payload, f"worker {worker.id} (pid {worker.pid})"))
         self._emit_worker(worker)
+        if self._queue:
+            self._drain()  # a call may have been waiting for room
 
     # -- task records --------------------------------------------------------------------
 
@@ -451,7 +458,7 @@ class Cluster:
         record.finished = time.time()
         record.frames = None
         future = record.future
-        if not future.done():
+        if future is not None and not future.done():
             if state == "cancelled":
                 future.cancel()
             else:
@@ -466,8 +473,8 @@ class Cluster:
         record.frames = None
         worker = self._workers.get(record.worker or "")
         if worker is not None:
-            worker.running.pop(record.id, None)
-        if not record.future.done():
+            worker.release(record)
+        if record.future is not None and not record.future.done():
             record.future.set_exception(exc)
         self._waiters.wake(record, "failed", None, exc)
         self._retire(record)

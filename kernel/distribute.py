@@ -149,6 +149,7 @@ class Distribution:
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> concurrent.futures.Future[Any]:
         record = self._prepare(from_executor(fn, args), sync=True)
+        record.future = concurrent.futures.Future()
         record.future.add_done_callback(lambda f: f.cancelled() and self.cluster.cancel(record.id))
         self.cluster.dispatch(record)
         return record.future

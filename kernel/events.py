@@ -61,13 +61,12 @@ class EventStream:
     def __init__(self, history: int = 20_000) -> None:
         self._lock = threading.Lock()
         self._history: deque[Event] = deque(maxlen=history)
-        self._subscribers: list[Callable[[Event], None]] = []
+        # Replaced, never mutated, so that emit (several times per task) needs no lock.
+        self._subscribers: tuple[Callable[[Event], None], ...] = ()
 
     def emit(self, event: Event) -> None:
-        with self._lock:
-            self._history.append(event)
-            subscribers = list(self._subscribers)
-        for subscriber in subscribers:
+        self._history.append(event)  # deque.append is atomic
+        for subscriber in self._subscribers:
             try:
                 subscriber(event)
             except Exception:  # a broken view must not break the runtime
@@ -82,17 +81,15 @@ class EventStream:
         """
         with self._lock:
             past = list(self._history) if replay else []
-            self._subscribers.append(subscriber)
+            self._subscribers = (*self._subscribers, subscriber)
         for event in past:
             subscriber(event)
 
         def unsubscribe() -> None:
             with self._lock:
-                if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
+                self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
 
         return unsubscribe
 
     def history(self) -> list[Event]:
-        with self._lock:
-            return list(self._history)
+        return list(self._history)

@@ -49,6 +49,10 @@ class IOPubSink:
 
     def flush_local(self) -> None:
         for stream in (sys.stdout, sys.stderr):
+            # ipykernel's OutStream.flush waits for the IOPub thread even when nothing is
+            # buffered; its _flush_pending says whether there is anything to wait for.
+            if not getattr(stream, "_flush_pending", True):
+                continue
             try:
                 stream.flush()
             except (OSError, ValueError):

@@ -27,8 +27,6 @@ class Route(Protocol):
 
     async def recv(self) -> list[Any]: ...
 
-    async def pending(self) -> bool: ...
-
     def close(self) -> None: ...
 
 
@@ -52,9 +50,6 @@ class ZmqRoute:
     async def recv(self) -> list[Any]:
         frames = await self.socket.recv_multipart(copy=False)
         return [f.buffer for f in frames]
-
-    async def pending(self) -> bool:
-        return bool(await self.socket.poll(0))
 
     def close(self) -> None:
         self.socket.close(linger=0)
@@ -81,9 +76,6 @@ class CommRoute:
             msg = await self.client.get_iopub_msg()
             if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self.comm_id:
                 return list(msg["buffers"])
-
-    async def pending(self) -> bool:
-        return False
 
     def close(self) -> None:
         try:

@@ -28,7 +28,7 @@ from typing import Any
 
 import dill
 
-__all__ = ["Serializer", "unpicklable_path"]
+__all__ = ["Serializer", "unpicklable_path", "writable"]
 
 #: Buffers at least this large travel as their own frame instead of inside the pickle.
 OOB_THRESHOLD = 32 * 1024
@@ -238,6 +238,12 @@ class Serializer:
         """The object from ``frames``; buffers are used without copying when writable."""
         head, *buffers = frames
         return _Unpickler(io.BytesIO(head), buffers=buffers).load()
+
+
+def writable(buffers: list[Any]) -> list[Any]:
+    """Buffers as a local call would get them: writable. zmq's own frames already are
+    (no copy); read-only ones (the comm route's bytes) are copied once."""
+    return [bytearray(b) if memoryview(b).readonly else b for b in buffers]
 
 
 def unpicklable_path(obj: Any, path: str, serializer: Serializer, depth: int = 0) -> tuple[str, Any] | None:

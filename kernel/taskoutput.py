@@ -14,68 +14,101 @@ import contextvars
 import threading
 from typing import Any
 
-__all__ = ["current_task", "Outbox", "TaskStream", "display_publisher"]
+__all__ = ["current_task", "current_output", "Outbox", "TaskOutput", "TaskStream", "display_publisher"]
 
 current_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("elsewhere_task", default=None)
 
 
+class TaskOutput:
+    """One task's output not yet sent. The task's threads append to ``entries`` without
+    a lock (``list.append`` is atomic); the I/O thread takes what is there with a slice
+    and a ``del`` of that slice, so an append in between is never lost."""
+
+    __slots__ = ("task", "entries")
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.entries: list[tuple[Any, ...]] = []
+
+
+current_output: contextvars.ContextVar[TaskOutput | None] = contextvars.ContextVar("elsewhere_output", default=None)
+
+
 class Outbox:
-    """What the task thread hands to the I/O thread: output per task, then results."""
+    """What the task threads hand to the I/O thread: which tasks started, their output,
+    and results and I/O requests (each sent after the output printed before it)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.started: list[str] = []
-        self.output: dict[str, list[list[Any]]] = {}
         self.results: list[tuple[dict[str, Any], list[Any]]] = []
+        self.tasks: dict[str, TaskOutput] = {}
 
-    def start(self, task: str) -> None:
+    def open(self, task: str) -> TaskOutput:
+        """Start collecting ``task``'s output (it stops after its result is taken)."""
+        output = self.tasks[task] = TaskOutput(task)
         with self.lock:
             self.started.append(task)
-
-    def text(self, task: str, name: str, text: str) -> None:
-        with self.lock:
-            entries = self.output.setdefault(task, [])
-            if entries and entries[-1][0] == "stream" and entries[-1][1] == name:
-                entries[-1][2].append(text)
-            else:
-                entries.append(["stream", name, [text]])
-
-    def display(self, task: str, entry: list[Any]) -> None:
-        with self.lock:
-            self.output.setdefault(task, []).append(entry)
+        return output
 
     def item(self, item: dict[str, Any], frames: list[Any]) -> None:
-        """A result or an I/O request: sent after the output printed before it."""
+        """A result or an I/O request."""
         with self.lock:
             self.results.append((item, frames))
 
+    def pending(self) -> bool:
+        return bool(self.started or self.results) or any(o.entries for o in list(self.tasks.values()))
+
     def take(self) -> tuple[list[str], dict[str, list[list[Any]]], list[tuple[dict[str, Any], list[Any]]]]:
+        # Results first: output written before a result was queued is taken below too,
+        # and goes out ahead of it.
         with self.lock:
             started, self.started = self.started, []
-            output, self.output = self.output, {}
             results, self.results = self.results, []
-        for entries in output.values():
-            for entry in entries:
-                if entry[0] == "stream":
-                    entry[2] = "".join(entry[2])
+        output: dict[str, list[list[Any]]] = {}
+        for task_output in list(self.tasks.values()):
+            count = len(task_output.entries)
+            if count:
+                chunk = task_output.entries[:count]
+                del task_output.entries[:count]
+                output[task_output.task] = _coalesce(chunk)
+        for item, _ in results:
+            if item.get("k") == "done":
+                self.tasks.pop(item["t"], None)
         return started, output, results
+
+
+def _coalesce(entries: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Adjacent writes to the same stream become one entry."""
+    merged: list[list[Any]] = []
+    texts: list[str] = []
+    for entry in entries:
+        if entry[0] == "stream" and merged and merged[-1][0] == "stream" and merged[-1][1] == entry[1]:
+            texts.append(entry[2])
+            continue
+        if texts:
+            merged[-1][2] = "".join(texts)
+        merged.append(list(entry))
+        texts = [entry[2]] if entry[0] == "stream" else []
+    if texts:
+        merged[-1][2] = "".join(texts)
+    return merged
 
 
 class TaskStream:
     """Stands in for sys.stdout/sys.stderr: a task's writes go to the host."""
 
-    def __init__(self, inner: Any, name: str, outbox: Outbox) -> None:
+    def __init__(self, inner: Any, name: str) -> None:
         self._inner = inner
         self._name = name
-        self._outbox = outbox
 
     def write(self, text: str) -> int:
-        task = current_task.get()
-        if task is None:
+        output = current_output.get()
+        if output is None:
             return self._inner.write(text)
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self._outbox.text(task, self._name, text)
+        output.entries.append(("stream", self._name, text))
         return len(text)
 
     def writelines(self, lines: Any) -> None:
@@ -83,7 +116,7 @@ class TaskStream:
             self.write(line)
 
     def flush(self) -> None:
-        if current_task.get() is None:
+        if current_output.get() is None:
             self._inner.flush()
 
     def isatty(self) -> bool:
@@ -93,24 +126,24 @@ class TaskStream:
         return getattr(self._inner, name)
 
 
-def display_publisher(inner: Any, outbox: Outbox) -> Any:
+def display_publisher(inner: Any) -> Any:
     """A display publisher that sends a task's ``display()`` calls to the host."""
     from IPython.core.displaypub import DisplayPublisher
 
     class TaskDisplayPublisher(DisplayPublisher):  # type: ignore[misc]
         def publish(self, data: Any, metadata: Any = None, source: Any = None, **kwargs: Any) -> None:
-            task = current_task.get()
-            if task is None:
+            output = current_output.get()
+            if output is None:
                 return inner.publish(data, metadata=metadata, source=source, **kwargs)
             transient = kwargs.get("transient") or {}
             update = bool(kwargs.get("update"))
-            outbox.display(task, ["display", data, metadata or {}, transient, update])
+            output.entries.append(("display", data, metadata or {}, transient, update))
 
         def clear_output(self, wait: bool = False) -> None:
-            task = current_task.get()
-            if task is None:
+            output = current_output.get()
+            if output is None:
                 return inner.clear_output(wait)
-            outbox.display(task, ["clear", wait])
+            output.entries.append(("clear", wait))
 
         def __getattr__(self, name: str) -> Any:
             return getattr(inner, name)

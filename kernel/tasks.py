@@ -70,7 +70,8 @@ class RemoteTask:
     error: str | None = None
     cancel_requested: bool = False
     output: OutputLog = field(default_factory=OutputLog)
-    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    #: For waiters on other threads (the executor path); None when nobody needs one.
+    future: concurrent.futures.Future[Any] | None = None
     #: The awaiting side's asyncio future, resolved on its own loop in batches (cheaper
     #: than one thread hop per task through ``future``).
     waiter: asyncio.Future[Any] | None = None

@@ -20,7 +20,7 @@ from jupyter_client.session import Session
 from traitlets import Unicode
 
 from .bootstrap import INFO_NAME, bootstrap_code
-from .channel import Link, split_items
+from .channel import ACK_DELAY, Link, split_items
 from .errors import ElsewhereError
 from .routes import Route, make_route
 from .tasks import RemoteTask
@@ -79,6 +79,7 @@ class Worker:
         self.sys_path: list[str] = []
         self.envs: set[str] = set()
         self.running: dict[str, RemoteTask] = {}
+        self.sync_running = 0
         self.cpu: float | None = None
         self.memory: int | None = None
         self.hwm = hwm
@@ -92,11 +93,21 @@ class Worker:
         self.cwd: str | None = None
         self._reader: asyncio.Task[Any] | None = None
         self._log: Any = None
+        self._ack_scheduled = False
         self.log_path = ""
 
     @property
     def load(self) -> int:
         return len(self.running)
+
+    def take(self, record: RemoteTask) -> None:
+        self.running[record.id] = record
+        if record.sync:
+            self.sync_running += 1
+
+    def release(self, record: RemoteTask) -> None:
+        if self.running.pop(record.id, None) is not None and record.sync:
+            self.sync_running -= 1
 
     @property
     def state(self) -> str:
@@ -205,8 +216,15 @@ class Worker:
                 self._send_raw(message)
             for content, buffers in ready:
                 self._on_message(self, split_items(content.get("items", []), buffers))
-            if link.ack_owed and not await route.pending():
-                self._send_raw(link.control())
+            if link.ack_owed and not self._ack_scheduled:
+                self._ack_scheduled = True
+                asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_if_owed)
+
+    def _ack_if_owed(self) -> None:
+        """Acknowledge alone what no data message acknowledged meanwhile."""
+        self._ack_scheduled = False
+        if self.link is not None and self.link.ack_owed:
+            self._send_raw(self.link.control())
 
     def send(self, items: list[dict[str, Any]], frames: list[Any]) -> None:
         """Send one data message now (in order with every other send to this worker)."""
