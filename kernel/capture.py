@@ -71,6 +71,9 @@ class Call:
     def summary(self) -> str:
         return summarize(self.name, self.args, self.kwargs)
 
+    def arguments(self) -> str:
+        return summarize_arguments(self.args, self.kwargs)
+
     def signature(self) -> str:
         """The call's shape without values, as errors show it: ``where(i, lock=…)``."""
         try:
@@ -212,10 +215,16 @@ _repr.maxtuple = 4
 _repr.maxdict = 3
 
 
+def summarize_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], limit: int = 200) -> str:
+    """``3, path='data/…'``: the arguments of a call, short."""
+    parts = [_repr.repr(a) for a in args] + [f"{k}={_repr.repr(v)}" for k, v in kwargs.items()]
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def summarize(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int = 60) -> str:
     """``crunch(3, path='data/…')``: a short, readable name for a task."""
-    parts = [_repr.repr(a) for a in args] + [f"{k}={_repr.repr(v)}" for k, v in kwargs.items()]
-    text = f"{name}({', '.join(parts)})"
+    text = f"{name}({summarize_arguments(args, kwargs)})"
     return text if len(text) <= limit else text[: limit - 2] + "…)"
 
 

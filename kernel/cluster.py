@@ -303,7 +303,7 @@ class Cluster:
             frames = self.serializer.dumps((call.fn, call.args, call.kwargs))
         except Exception as exc:
             raise serialization_error(call, exc, self.serializer) from None
-        record = RemoteTask(call.name, call.summary(), frames, sync=sync, options=options, parent=parent, env=env)
+        record = RemoteTask(call.name, call.summary(), frames, sync=sync, options=options, parent=parent, env=env, args=call.arguments())
         self._tasks[record.id] = record
         self._emit_task(record)
         return record
@@ -571,6 +571,7 @@ class Cluster:
                 name=record.summary,
                 worker=record.worker,
                 cell=record.cell,
+                args=record.args,
                 error=record.error,
             )
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Union
@@ -52,21 +52,35 @@ Event = Union[WorkerEvent, TaskEvent]
 
 
 class EventStream:
-    """Fan-out of events to subscribers, with a bounded history for late subscribers.
+    """Fan-out of events to subscribers, with what a late subscriber needs to catch up.
 
     ``emit`` may be called from any thread; subscribers run on the emitting thread and
-    must be quick (the widget only records and schedules a render).
+    must be quick (the widget only records and schedules a render). What is kept for a
+    late subscriber is every event of the last ``tasks`` tasks (a handful each) and the
+    last event of each worker, so a widget opened after a 10,000-task cell still sees
+    all of it; it gets them in order, before any live event.
     """
 
-    def __init__(self, history: int = 20_000) -> None:
+    def __init__(self, tasks: int = 20_000) -> None:
         self._lock = threading.Lock()
-        self._history: deque[Event] = deque(maxlen=history)
-        # Replaced, never mutated, so that emit (several times per task) needs no lock.
+        self._tasks_kept = tasks
+        self._task_events: OrderedDict[str, list[TaskEvent]] = OrderedDict()
+        self._worker_events: dict[str, WorkerEvent] = {}
         self._subscribers: tuple[Callable[[Event], None], ...] = ()
 
     def emit(self, event: Event) -> None:
-        self._history.append(event)  # deque.append is atomic
-        for subscriber in self._subscribers:
+        with self._lock:
+            if isinstance(event, TaskEvent):
+                kept = self._task_events.get(event.task)
+                if kept is None:
+                    kept = self._task_events[event.task] = []
+                    if len(self._task_events) > self._tasks_kept:
+                        self._task_events.popitem(last=False)
+                kept.append(event)
+            else:
+                self._worker_events[event.worker] = event
+            subscribers = self._subscribers
+        for subscriber in subscribers:
             try:
                 subscriber(event)
             except Exception:  # a broken view must not break the runtime
@@ -75,16 +89,20 @@ class EventStream:
                 logging.getLogger("elsewhere").exception("event subscriber failed")
 
     def subscribe(self, subscriber: Callable[[Event], None], *, replay: bool = True) -> Callable[[], None]:
-        """Call ``subscriber`` for every event from now on (and, with ``replay``, the history).
-
-        Returns a function that unsubscribes.
-        """
+        """Call ``subscriber`` for every event from now on (and, with ``replay``, first
+        for what is kept, in order). Returns a function that unsubscribes."""
+        if not replay:
+            with self._lock:
+                self._subscribers = (*self._subscribers, subscriber)
+            return self._unsubscriber(subscriber)
+        gate = _Replaying(subscriber)
         with self._lock:
-            past = list(self._history) if replay else []
-            self._subscribers = (*self._subscribers, subscriber)
-        for event in past:
-            subscriber(event)
+            past = self._history_locked()
+            self._subscribers = (*self._subscribers, gate)
+        gate.replay(past)
+        return self._unsubscriber(gate)
 
+    def _unsubscriber(self, subscriber: Callable[[Event], None]) -> Callable[[], None]:
         def unsubscribe() -> None:
             with self._lock:
                 self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
@@ -92,4 +110,39 @@ class EventStream:
         return unsubscribe
 
     def history(self) -> list[Event]:
-        return list(self._history)
+        """What a new subscriber would be replayed: workers' last states, then tasks'
+        events, in the order they happened."""
+        with self._lock:
+            return self._history_locked()
+
+    def _history_locked(self) -> list[Event]:
+        tasks = [e for events in self._task_events.values() for e in events]
+        tasks.sort(key=lambda e: e.time)
+        return [*self._worker_events.values(), *tasks]
+
+
+class _Replaying:
+    """A subscriber that holds live events back until its replay is done."""
+
+    def __init__(self, subscriber: Callable[[Event], None]) -> None:
+        self.subscriber = subscriber
+        self.lock = threading.Lock()
+        self.held: list[Event] | None = []
+
+    def replay(self, past: list[Event]) -> None:
+        for event in past:
+            self.subscriber(event)
+        while True:
+            with self.lock:
+                held, self.held = self.held, ([] if self.held else None)
+            for event in held or ():
+                self.subscriber(event)
+            if self.held is None:
+                return
+
+    def __call__(self, event: Event) -> None:
+        with self.lock:
+            if self.held is not None:
+                self.held.append(event)
+                return
+        self.subscriber(event)

@@ -57,6 +57,8 @@ class RemoteTask:
     summary: str
     frames: list[Any] | None
     sync: bool = False
+    #: The arguments, summarized for people (the widget's task details).
+    args: str = ""
     #: Key of the host environment snapshot the task sees as ``os.environ``.
     env: str = ""
     options: TaskOptions = field(default_factory=TaskOptions)

@@ -182,3 +182,27 @@ def test_pickle_of_results_keeps_plain_types():
     value = {"a": [1, 2.5, "x"], "b": (None, True)}
     assert serializer.loads(serializer.dumps(value)) == value
     assert pickle.loads(bytes(serializer.dumps(value)[0])) == value
+
+
+def test_late_subscribers_see_every_task_in_order_before_live_events():
+    from elsewhere.kernel.events import EventStream, TaskEvent, WorkerEvent
+
+    stream = EventStream(tasks=10_000)
+    stream.emit(WorkerEvent(worker="w1", state="starting"))
+    stream.emit(WorkerEvent(worker="w1", state="idle"))
+    for i in range(10_000):
+        for state in ("pending", "placed", "running", "done"):
+            stream.emit(TaskEvent(task=f"t{i}", state=state, time=i + len(state) / 100))
+    seen = []
+
+    def subscriber(event):
+        if len(seen) == 1:  # a live event arrives while the replay is under way
+            stream.emit(TaskEvent(task="live", state="pending", time=1e9))
+        seen.append(event)
+
+    stream.subscribe(subscriber)
+    assert seen[0] == WorkerEvent(worker="w1", state="idle", time=seen[0].time)
+    tasks = [e for e in seen if isinstance(e, TaskEvent)]
+    assert len(tasks) == 40_001 and tasks[-1].task == "live"
+    assert [e.time for e in tasks] == sorted(e.time for e in tasks)
+    assert {e.task for e in tasks if e.state == "done"} == {f"t{i}" for i in range(10_000)}
