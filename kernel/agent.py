@@ -101,6 +101,7 @@ class Agent:
         self.loop = asyncio.new_event_loop()
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
+        self._spawns: list[tuple[dict[str, Any], list[Any]]] = []
         # Host I/O: requests in flight, environments by key, the proxy and its users.
         self._io_waits: dict[int, list[Any]] = {}
         self._io_ids = itertools.count(1)
@@ -190,6 +191,9 @@ class Agent:
         cpu_mark = (time.monotonic(), time.process_time())
         while not self._stopping.is_set():
             busy = self.outbox.pending() or self.link.ack_owed or bool(self.link.unacked)
+            if self._spawns:
+                spawns, self._spawns = self._spawns, []
+                self.loop.call_soon_threadsafe(self._start_tasks, spawns)
             events = dict(poller.poll(FLUSH_INTERVAL * 1000 if busy or self.running else 200))
             if wake in events:
                 with self._wake_lock:
@@ -260,8 +264,9 @@ class Agent:
                         sys.path.insert(0, path)
             elif kind == "stop":
                 self._stopping.set()
-        if spawns:
-            self.loop.call_soon_threadsafe(self._start_tasks, spawns)
+        # Handed to the task thread just before this thread sleeps (see _io_main), so
+        # that the task thread does not wait for the GIL while this one finishes its round.
+        self._spawns.extend(spawns)
 
     def _flush(self, router: zmq.Socket) -> None:
         if not self.link.window_open:

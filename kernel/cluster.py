@@ -119,6 +119,7 @@ class Cluster:
         self.io = IOService(io_policy, output=self._io_output)
         self._io_server = IOServer(self.io, self.serializer, self.runtime.loop)
         self._envs: dict[str, dict[str, str]] = {}
+        self._last_env: tuple[dict[str, str], str] = ({}, "")
         self._workers: dict[str, Worker] = {}
         self._tasks: dict[str, RemoteTask] = {}
         self._finished: deque[str] = deque()
@@ -290,8 +291,11 @@ class Cluster:
     def environment(self) -> str:
         """Snapshot the host's environment for tasks spawned from now on; its key."""
         env = dict(os.environ)
+        if env == self._last_env[0]:  # the usual case, and cheaper than hashing it again
+            return self._last_env[1]
         key = hashlib.sha1(repr(sorted(env.items())).encode()).hexdigest()
         self._envs.setdefault(key, env)
+        self._last_env = (env, key)
         return key
 
     def prepare(self, call: Any, options: TaskOptions, parent: dict[str, Any], *, sync: bool = False, env: str = "") -> RemoteTask:
