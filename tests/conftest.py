@@ -230,6 +230,25 @@ class Kernel:
         return wait_gone("ELSEWHERE_TEST_KERNEL", self.marker, timeout)
 
 
+def other_pythons() -> list[str]:
+    """Working CPythons 3.10+ of other minor versions than this one, one per version."""
+    import glob
+    import subprocess
+
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[0-9]*/bin/python3")))
+    candidates += [f"/usr/bin/python3.{m}" for m in range(10, 15)]
+    found: dict[str, str] = {}
+    for candidate in candidates:
+        try:
+            out = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        version = out.stdout.strip()
+        if out.returncode == 0 and version != str(sys.version_info[:2]):
+            found.setdefault(version, candidate)
+    return list(found.values())
+
+
 def worker_pids_of(kernel_pid: int) -> list[int]:
     try:
         return [p.pid for p in psutil.Process(kernel_pid).children(recursive=True)]

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import other_pythons
 from elsewhere import Cluster, SerializationError
 from elsewhere.kernel import TaskEvent
 
@@ -104,28 +105,11 @@ def test_agent_sent_as_source_to_a_kernel_without_the_package():
         assert pids[0] == pids[1] == cluster.workers()[0].pid
 
 
-def _other_python() -> str | None:
-    """A working CPython (3.10+) of another minor version on this machine, if any."""
-    import glob
-    import subprocess
-
-    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.1[0-9]*/bin/python3")))
-    candidates += [f"/usr/bin/python3.{m}" for m in range(10, 15)]
-    for candidate in candidates:
-        try:
-            out = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if out.returncode == 0 and out.stdout.strip() != str(sys.version_info[:2]):
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="session")
 def other_python_with_ipykernel(tmp_path_factory):
     import subprocess
 
-    python = _other_python()
+    python = next(iter(other_pythons()), None)
     if python is None:
         pytest.skip("no Python of another version on this machine to start a mismatched worker with")
     venv = tmp_path_factory.mktemp("other-python")
