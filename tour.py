@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +39,26 @@ def run_notebook(path: str | Path, *, workers: int | None = None, timeout: int =
     notebook = nbformat.read(str(path), as_version=4)
     manager = KernelManager(kernel_name="elsewhere", kernel_spec_manager=_ThisPython())
     client = NotebookClient(notebook, km=manager, timeout=timeout, resources={"metadata": {"path": str(Path(path).parent)}})
-    try:
-        client.execute()
-    finally:
-        # nbclient shuts down only the kernels it made itself.
-        if manager.has_kernel:
-            manager.shutdown_kernel(now=False)
+    # The kernel's own log (ipykernel's warnings) goes to a file, shown if the run fails.
+    with tempfile.TemporaryFile("w+") as log:
+        try:
+            client.execute(stderr=log)
+        except BaseException:
+            log.seek(0)
+            sys.stderr.write(log.read()[-4000:])
+            raise
+        finally:
+            # nbclient shuts down only the kernels it made itself.
+            if manager.has_kernel:
+                manager.shutdown_kernel(now=False)
     return notebook
 
 
 def _show(notebook: Any) -> None:
-    for number, cell in enumerate(notebook.cells, 1):
+    for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        print(f"\n── In [{number}] " + "─" * 50)
+        print(f"\n── In [{cell.get('execution_count') or ' '}] " + "─" * 50)
         print(cell.source)
         for output in cell.get("outputs", []):
             kind = output["output_type"]
