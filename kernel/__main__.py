@@ -32,10 +32,22 @@ def _install(argv: list[str]) -> int:
 def main() -> int:
     if sys.argv[1:2] == ["install"]:
         return _install(sys.argv[2:])
+    # Workers start first, while this process is still importing ipykernel: a fresh
+    # kernel's first distributed cell then waits less. The kernel adopts them once its
+    # configuration is loaded (and resizes or replaces them if that says otherwise).
+    from .cluster import Cluster, default_worker_count
+
+    try:
+        count = default_worker_count()
+    except ValueError:
+        count = None  # reported by the kernel, which then picks its own
+    prestarted = Cluster(workers=count).start() if count else None
+
     from ipykernel.kernelapp import IPKernelApp
 
     from .hostkernel import ElsewhereKernel
 
+    ElsewhereKernel.prestarted = prestarted
     IPKernelApp.launch_instance(kernel_class=ElsewhereKernel)
     return 0
 

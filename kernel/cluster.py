@@ -516,6 +516,8 @@ class Cluster:
         try:
             await worker.start()
         except (WorkerStartError, Exception) as exc:  # noqa: BLE001 - reported, not raised
+            if self._workers.get(worker.id) is not worker:
+                return  # removed while it started: nothing to report
             self._start_errors.append(str(exc))
             log.error("elsewhere: %s", exc)
             worker.state = "lost"

@@ -38,16 +38,17 @@ class Host:
         atexit.register(self.close)
 
     @classmethod
-    def for_shell(cls, shell: Any, **cluster_options: Any) -> Host:
-        """The shell's host, made (and its workers started) on first use."""
+    def for_shell(cls, shell: Any, cluster: Cluster | None = None) -> Host:
+        """The shell's host, made on first use, with ``cluster`` or a new one (whose
+        workers start at once, in the background)."""
         host = getattr(shell, "_elsewhere_host", None)
         if host is None:
-            kernel = getattr(shell, "kernel", None)
-            sink = IOPubSink(kernel) if kernel is not None and hasattr(kernel, "iopub_socket") else ConsoleSink()
-            cluster = Cluster(output=sink, **cluster_options)
+            if cluster is None:
+                kernel = getattr(shell, "kernel", None)
+                sink = IOPubSink(kernel) if kernel is not None and hasattr(kernel, "iopub_socket") else ConsoleSink()
+                cluster = Cluster(output=sink).start()
             host = cls(shell, cluster)
             shell._elsewhere_host = host
-            cluster.start()
         return host
 
     def _parent(self) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Integer, List, Unicode, default
 
 from .cluster import default_worker_count
+from .cluster import Cluster
 from .host import Host
+from .output import IOPubSink
 from .hostpolicy import IOPolicy
 
 __all__ = ["ElsewhereKernel"]
@@ -56,22 +58,44 @@ class ElsewhereKernel(IPythonKernel):
             self.log.error("%s; starting %d workers instead", exc, count)
             return count
 
+    #: Workers that ``python -m elsewhere.kernel`` started before this kernel existed.
+    prestarted: Cluster | None = None
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # Workers start now, in the background, so the first distributed cell rarely waits.
-        self.elsewhere = Host.for_shell(
-            self.shell,
-            workers=self.workers,
-            python=self.worker_python,
-            startup_timeout=self.startup_timeout,
-            route=self.route,
-            io_policy=IOPolicy(
-                roots=(os.getcwd(), *self.io_roots),
-                read_only=self.io_read_only,
-                allow_subprocess=self.io_allow_subprocess,
-            ),
+        policy = IOPolicy(
+            roots=(os.getcwd(), *self.io_roots), read_only=self.io_read_only, allow_subprocess=self.io_allow_subprocess
         )
+        cluster = self._adopt_prestarted(policy)
+        if cluster is None:
+            # Workers start now, in the background, so the first distributed cell rarely waits.
+            cluster = Cluster(
+                workers=self.workers,
+                python=self.worker_python,
+                startup_timeout=self.startup_timeout,
+                route=self.route,
+                io_policy=policy,
+            ).start()
+        cluster.sink = IOPubSink(self)
+        self.elsewhere = Host.for_shell(self.shell, cluster=cluster)
         self.shell.extension_manager.load_extension("elsewhere.magics")
+
+    def _adopt_prestarted(self, policy: IOPolicy) -> Cluster | None:
+        """Take over the workers started before the configuration was read, if that
+        configuration allows; resize them to the configured count."""
+        cluster, ElsewhereKernel.prestarted = ElsewhereKernel.prestarted, None
+        if cluster is None:
+            return None
+        if (cluster.python, cluster.route, cluster.startup_timeout) != (self.worker_python, self.route, self.startup_timeout):
+            cluster.close()
+            return None
+        cluster.io.policy = policy
+        if self.workers > cluster.size:
+            cluster.add_workers(self.workers - cluster.size)
+        for extra in [w.id for w in cluster.workers()][self.workers :]:
+            cluster.remove_worker(extra)
+        cluster.size = self.workers
+        return cluster
 
     @contextmanager
     def _cancel_on_sigint(self, future: asyncio.Future[Any]) -> Iterator[None]:

@@ -61,10 +61,12 @@ class _Specs(KernelSpecManager):
     """Serves the elsewhere kernel (and a plain one) from this checkout, so that the
     tests never depend on what kernelspecs happen to be installed."""
 
+    extra_argv: list[str] = []
+
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         module = {"elsewhere": "elsewhere.kernel", "plain": "ipykernel_launcher"}[kernel_name]
         return KernelSpec(
-            argv=[sys.executable, "-m", module, "-f", "{connection_file}"],
+            argv=[sys.executable, "-m", module, "-f", "{connection_file}", *self.extra_argv],
             display_name=kernel_name,
             language="python",
             interrupt_mode="signal",
@@ -116,8 +118,12 @@ class Result:
 class Kernel:
     """A real kernel, driven as a frontend drives it."""
 
-    def __init__(self, name: str = "elsewhere", env: dict[str, str] | None = None, cwd: str | None = None) -> None:
-        self.km = KernelManager(kernel_name=name, kernel_spec_manager=_Specs())
+    def __init__(
+        self, name: str = "elsewhere", env: dict[str, str] | None = None, cwd: str | None = None, argv: list[str] | None = None
+    ) -> None:
+        specs = _Specs()
+        specs.extra_argv = list(argv or [])
+        self.km = KernelManager(kernel_name=name, kernel_spec_manager=specs)
         self.marker = uuid.uuid4().hex
         full_env = dict(os.environ, ELSEWHERE_TEST_KERNEL=self.marker)
         full_env.update(env or {})

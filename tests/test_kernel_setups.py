@@ -115,3 +115,22 @@ def test_wheel_ships_the_kernelspec(tmp_path):
     assert any(n.endswith(".data/data/share/jupyter/kernels/elsewhere/kernel.json") for n in names)
     for module in ("elsewhere/kernel/agent.py", "elsewhere/magics/__init__.py", "elsewhere/widgets/__init__.py", "elsewhere/py.typed"):
         assert module in names
+
+
+def test_kernel_configuration_wins_over_the_early_start(fresh_kernel):
+    # Workers start before the configuration is read (from ELSEWHERE_WORKERS); the
+    # kernel then resizes them to what its configuration says.
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"}, argv=["--ElsewhereKernel.workers=1"])
+    kernel.wait_workers(1)
+    ids = kernel.eval(
+        "import time\n"
+        "for _ in range(100):\n"
+        "    workers = get_ipython()._elsewhere_host.cluster.workers()\n"
+        "    if len(workers) == 1 and workers[0].state == 'idle':\n"
+        "        break\n"
+        "    time.sleep(0.1)\n"
+        "[w.id for w in workers]\n"
+    )
+    assert ids == ["w1"]
+    pids = kernel.eval("%%distribute\nimport asyncio, os\nasync def pid():\n    return os.getpid()\nsorted(set(await asyncio.gather(*(pid() for _ in range(4)))))")
+    assert len(pids) == 1
