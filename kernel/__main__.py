@@ -41,7 +41,8 @@ def main() -> int:
         count = default_worker_count()
     except ValueError:
         count = None  # reported by the kernel, which then picks its own
-    prestarted = Cluster(workers=count).start() if count else None
+    launched = any(arg == "-f" or arg.startswith("--f=") for arg in sys.argv[1:])  # by Jupyter, not --help
+    prestarted = Cluster(workers=count).start() if count and launched else None
 
     from ipykernel.kernelapp import IPKernelApp
 
