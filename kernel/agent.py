@@ -33,6 +33,7 @@ import zmq
 from jupyter_client.session import Session
 
 from . import channel as _channel
+from .channel import Item
 from . import serialize as _serialize
 from .taskoutput import Outbox, TaskStream, current_output, current_task, display_publisher
 
@@ -101,7 +102,7 @@ class Agent:
         self.loop = asyncio.new_event_loop()
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
-        self._spawns: list[tuple[dict[str, Any], list[Any]]] = []
+        self._spawns: list[tuple[Item, list[Any]]] = []
         # Host I/O: requests in flight, environments by key, the proxy and its users.
         self._io_waits: dict[int, list[Any]] = {}
         self._io_ids = itertools.count(1)
@@ -194,7 +195,7 @@ class Agent:
             if self._spawns:
                 spawns, self._spawns = self._spawns, []
                 self.loop.call_soon_threadsafe(self._start_tasks, spawns)
-            events = dict(poller.poll(FLUSH_INTERVAL * 1000 if busy or self.running else 200))
+            events = dict(poller.poll(int(FLUSH_INTERVAL * 1000) if busy or self.running else 200))
             if wake in events:
                 with self._wake_lock:
                     self._woken = False
@@ -213,7 +214,7 @@ class Agent:
                 wall, cpu = now - cpu_mark[0], time.process_time() - cpu_mark[1]
                 cpu_mark = (now, time.process_time())
                 last_load = now
-                item = {"k": "load", "running": len(self.running), "cpu": round(100 * cpu / wall, 1), "memory": _rss()}
+                item: Item = {"k": "load", "running": len(self.running), "cpu": round(100 * cpu / wall, 1), "memory": _rss()}
                 self._send(router, [item], [])
         router.close(linger=0)
         wake.close(linger=0)
@@ -272,7 +273,7 @@ class Agent:
         if not self.link.window_open:
             return  # the host is behind: what is ready waits in the outbox
         started, output, results = self.outbox.take()
-        items: list[dict[str, Any]] = [{"k": "run", "t": task} for task in started]
+        items: list[Item] = [{"k": "run", "t": task} for task in started]
         items += [{"k": "out", "t": task, "o": entries} for task, entries in output.items()]
         frames: list[Any] = []
         for item, payload in results:
@@ -283,7 +284,7 @@ class Agent:
         elif self.link.ack_due() and self._connected:
             self._send_raw(router, self.link.control())
 
-    def _send(self, router: zmq.Socket, items: list[dict[str, Any]], frames: list[Any]) -> None:
+    def _send(self, router: zmq.Socket, items: list[Item], frames: list[Any]) -> None:
         self._send_raw(router, self.link.pack(items, frames))  # type: ignore[arg-type]
 
     def _send_raw(self, router: zmq.Socket, message: list[Any]) -> None:
@@ -335,7 +336,7 @@ class Agent:
 
     # -- task thread -----------------------------------------------------------------
 
-    def _start_tasks(self, spawns: list[tuple[dict[str, Any], list[Any]]]) -> None:
+    def _start_tasks(self, spawns: list[tuple[Item, list[Any]]]) -> None:
         self._loop_thread = threading.get_ident()
         for item, payload in spawns:
             task_id = item["t"]
@@ -402,7 +403,7 @@ class Agent:
                     pass
             raise
 
-    def _finish(self, task_id: str, item: dict[str, Any], frames: list[Any]) -> None:
+    def _finish(self, task_id: str, item: Item, frames: list[Any]) -> None:
         self.running.pop(task_id, None)
         self._task_envs.pop(task_id, None)
         self.outbox.item(item, frames)

@@ -135,6 +135,9 @@ def from_coroutine(coro: types.CoroutineType) -> Call:
     """Rebuild the call that made ``coro`` (which must be unstarted), then close it."""
     code = coro.cr_code
     frame = coro.cr_frame
+    if frame is None:
+        msg = f"{_qualname(code)}(): the coroutine already ran, so its call cannot be rebuilt"
+        raise ValueError(msg)
     values = dict(frame.f_locals)  # for an unstarted frame: arguments and free variables
     scope = frame.f_globals
 
@@ -180,7 +183,8 @@ def from_executor(fn: Callable[..., Any], args: tuple[Any, ...]) -> Call:
         and fn.args
     ):
         # asyncio.to_thread(f, *a, **kw) submits partial(context.run, f, *a, **kw)
-        fn, args, kwargs = fn.args[0], fn.args[1:] + args, dict(fn.keywords)
+        partial: functools.partial[Any] = fn
+        fn, args, kwargs = partial.args[0], partial.args[1:] + args, dict(partial.keywords)
     name = _display_name(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__)
     try:
         params = list(inspect.signature(fn).parameters)[: len(args)]

@@ -48,10 +48,27 @@ class Item(TypedDict, total=False):
     t: str
     nb: int
     h: str
+    # spawn: a sync call?, whose I/O (host/local), which environment snapshot
     sync: bool
-    ok: bool
-    o: list[Any]
     io: str
+    env: str
+    # env: the snapshot itself; path: the host's sys.path
+    key: str
+    vars: dict[str, str]
+    p: list[str]
+    # done: how it ended
+    ok: bool
+    cancelled: bool
+    serial: bool
+    # out: output entries
+    o: list[Any]
+    # io (agent to host) and ior (the answer): request id, operation, frames of the
+    # arguments / of the result
+    r: int
+    op: str
+    na: int
+    nr: int
+    # load
     running: int
     cpu: float
     memory: int

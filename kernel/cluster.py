@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .capture import serialization_error
-from .channel import with_frames
+from .channel import Item, with_frames
 from .errors import NoWorkers, SerializationError, WorkerLost, rebuild_remote_error
 from .events import EventStream, TaskEvent, WorkerEvent
 from .hostio import IOPolicy, IOService
@@ -368,7 +368,7 @@ class Cluster:
         return self._no_workers_error()
 
     def _send_spawns(self, worker: Worker, records: list[RemoteTask]) -> None:
-        items: list[dict[str, Any]] = []
+        items: list[Item] = []
         frames: list[Any] = []
         # Functions from the host's importable modules travel by reference: local workers
         # share the file system, so they can import whatever the host can import.
@@ -378,7 +378,7 @@ class Cluster:
             items.append({"k": "path", "p": paths})
         for record in records:
             payload = record.frames or []
-            spawn: dict[str, Any] = {"k": "spawn", "t": record.id, "sync": record.sync, "io": record.options.io}
+            spawn: Item = {"k": "spawn", "t": record.id, "sync": record.sync, "io": record.options.io}
             if record.options.io == "host":
                 self.io.task_started(record.id, record.summary)
                 if record.env and record.env in self._envs:
@@ -403,7 +403,7 @@ class Cluster:
 
     # -- messages from workers -----------------------------------------------------------
 
-    def _on_message(self, worker: Worker, items: list[tuple[dict[str, Any], list[Any]]]) -> None:
+    def _on_message(self, worker: Worker, items: list[tuple[Item, list[Any]]]) -> None:
         for item, frames in items:
             kind = item["k"]
             record = self._tasks.get(item.get("t", ""))
@@ -436,7 +436,7 @@ class Cluster:
             record.output.extend(entries)
             self.sink.publish(record.parent, entries)
 
-    def _finish(self, worker: Worker, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> None:
+    def _finish(self, worker: Worker, record: RemoteTask, item: Item, frames: list[Any]) -> None:
         worker.release(record)
         payload = [frames[0], *writable(frames[1:])] if frames else []
         if item.get("ok"):
@@ -530,7 +530,9 @@ class Cluster:
         if self._workers.get(worker.id) is not worker or self.closed:
             await worker.stop(now=True)
             return
-        worker.start_reading(lambda coro: self._owner.spawn(coro, name=f"read {worker.id}"))  # type: ignore[union-attr]
+        owner = self._owner
+        assert owner is not None
+        worker.start_reading(lambda coro: owner.spawn(coro, name=f"read {worker.id}"))
         self._emit_worker(worker)
         self._drain()
 

@@ -110,7 +110,7 @@ class Host:
             raise EOFError(msg)
         if not record.parent.get("content", {}).get("allow_stdin", False):
             raise EOFError(f"input() in {name}: this frontend does not support input requests")
-        return _ask_frontend(kernel, f"[{name}] {prompt}", password, self._idents.get(record.cell), record, self)
+        return _ask_frontend(kernel, f"[{name}] {prompt}", password, self._idents.get(record.cell or ""), record, self)
 
     def close(self) -> None:
         self.cluster.close()

@@ -77,8 +77,10 @@ class ElsewhereKernel(IPythonKernel):
                 io_policy=policy,
             ).start()
         cluster.sink = IOPubSink(self)
-        self.elsewhere = Host.for_shell(self.shell, cluster=cluster)
-        self.shell.extension_manager.load_extension("elsewhere.magics")
+        shell = self.shell
+        assert shell is not None  # made by IPythonKernel.__init__
+        self.elsewhere = Host.for_shell(shell, cluster=cluster)
+        shell.extension_manager.load_extension("elsewhere.magics")
 
     def _adopt_prestarted(self, policy: IOPolicy) -> Cluster | None:
         """Take over the workers started before the configuration was read, if that

@@ -7,7 +7,7 @@ import asyncio
 import concurrent.futures
 from typing import Any
 
-from .channel import with_frames
+from .channel import Item, with_frames
 from .hostio import IOService
 from .serialize import Serializer
 from .tasks import RemoteTask
@@ -29,7 +29,7 @@ class IOServer:
         self.loop = loop
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="elsewhere-hostio")
 
-    def serve(self, worker: Any, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> None:
+    def serve(self, worker: Any, record: RemoteTask, item: Item, frames: list[Any]) -> None:
         """Do a task's I/O request on the host and answer it.
 
         File and directory operations are quick and run right here, on the runtime
@@ -42,7 +42,7 @@ class IOServer:
         else:
             self._answer(worker, record, item, *self._do(record, item, frames))
 
-    def _do(self, record: RemoteTask, item: dict[str, Any], frames: list[Any]) -> tuple[bool, int, list[Any]]:
+    def _do(self, record: RemoteTask, item: Item, frames: list[Any]) -> tuple[bool, int, list[Any]]:
         count = item.get("na", 0)
         try:
             args = self.serializer.loads(frames[:count])
@@ -56,7 +56,7 @@ class IOServer:
                 return False, 0, self.serializer.dumps(OSError(f"{type(exc).__name__}: {exc}"))
 
     @staticmethod
-    def _answer(worker: Any, record: RemoteTask, item: dict[str, Any], ok: bool, count: int, out: list[Any]) -> None:
+    def _answer(worker: Any, record: RemoteTask, item: Item, ok: bool, count: int, out: list[Any]) -> None:
         if worker.ready:
             worker.send([with_frames({"k": "ior", "t": record.id, "r": item["r"], "ok": ok, "nr": count}, out)], out)
 

@@ -121,7 +121,7 @@ class HostIO:
         self,
         request: Callable[[str, dict, list], tuple[Any, list[Any]]],
         active: Callable[[], bool],
-        environ: Callable[[], dict[str, str]] | None = None,
+        environ: Callable[[], dict[str, str] | None] | None = None,
         *,
         local_paths: tuple[str, ...] | None = None,
     ) -> None:

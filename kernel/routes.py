@@ -45,7 +45,8 @@ class ZmqRoute:
         self.socket.connect(f"tcp://{ip}:{port}")
 
     def send(self, frames: list[Any]) -> None:
-        self.socket.send_multipart(frames, copy=False).add_done_callback(_ignore_send_failure)
+        sent: Any = self.socket.send_multipart(frames, copy=False)  # an asyncio future
+        sent.add_done_callback(_ignore_send_failure)
 
     async def recv(self) -> list[Any]:
         frames = await self.socket.recv_multipart(copy=False)

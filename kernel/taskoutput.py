@@ -14,6 +14,8 @@ import contextvars
 import threading
 from typing import Any
 
+from .channel import Item
+
 __all__ = ["current_task", "current_output", "Outbox", "TaskOutput", "TaskStream", "display_publisher"]
 
 current_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("elsewhere_task", default=None)
@@ -41,7 +43,7 @@ class Outbox:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.started: list[str] = []
-        self.results: list[tuple[dict[str, Any], list[Any]]] = []
+        self.results: list[tuple[Item, list[Any]]] = []
         self.tasks: dict[str, TaskOutput] = {}
 
     def open(self, task: str) -> TaskOutput:
@@ -51,7 +53,7 @@ class Outbox:
             self.started.append(task)
         return output
 
-    def item(self, item: dict[str, Any], frames: list[Any]) -> None:
+    def item(self, item: Item, frames: list[Any]) -> None:
         """A result or an I/O request."""
         with self.lock:
             self.results.append((item, frames))
@@ -59,7 +61,7 @@ class Outbox:
     def pending(self) -> bool:
         return bool(self.started or self.results) or any(o.entries for o in list(self.tasks.values()))
 
-    def take(self) -> tuple[list[str], dict[str, list[list[Any]]], list[tuple[dict[str, Any], list[Any]]]]:
+    def take(self) -> tuple[list[str], dict[str, list[list[Any]]], list[tuple[Item, list[Any]]]]:
         # Results first: output written before a result was queued is taken below too,
         # and goes out ahead of it.
         with self.lock:

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
@@ -20,7 +20,7 @@ from jupyter_client.session import Session
 from traitlets import Unicode
 
 from .bootstrap import INFO_NAME, bootstrap_code
-from .channel import ACK_DELAY, Link, split_items
+from .channel import ACK_DELAY, Item, Link, split_items
 from .errors import ElsewhereError
 from .routes import Route, make_route
 from .tasks import RemoteTask
@@ -62,7 +62,7 @@ class Worker:
         worker_id: str,
         *,
         python: str,
-        on_message: Callable[[Worker, list[tuple[dict[str, Any], list[Any]]]], None],
+        on_message: Callable[[Worker, list[tuple[Item, list[Any]]]], None],
         hwm: int = 0,
         route: str = "zmq",
         force_source: bool = False,
@@ -201,7 +201,7 @@ class Worker:
 
     # -- data plane ------------------------------------------------------------------
 
-    def start_reading(self, spawn: Callable[[Awaitable[Any]], Any]) -> None:
+    def start_reading(self, spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
         self._reader = spawn(self._read())
 
     async def _read(self) -> None:
@@ -226,7 +226,7 @@ class Worker:
         if self.link is not None and self.link.ack_owed:
             self._send_raw(self.link.control())
 
-    def send(self, items: list[dict[str, Any]], frames: list[Any]) -> None:
+    def send(self, items: list[Item], frames: list[Any]) -> None:
         """Send one data message now (in order with every other send to this worker)."""
         assert self.link is not None
         self._send_raw(self.link.pack(items, frames))  # type: ignore[arg-type]
