@@ -1,14 +1,16 @@
-"""The placement widget in a real JupyterLab, in headless Chromium, as a user sees it.
+"""The placement widget in a real JupyterLab and a real Notebook 7, in headless Chromium,
+as a user sees it.
 
-JupyterLab runs on loopback with its own temporary config, data, runtime and root
-directories (no token, a free port) and serves the ``elsewhere`` kernel from a kernelspec
-written into its temporary data directory. Playwright drives Debian's ``chromium``.
-Screenshots go to ``tests/artifacts/browser/`` (``docs/placement.png``, in the README, is
-one of them, copied by hand).
+The server (``jupyter lab`` or ``jupyter notebook``) runs on loopback with its own temporary
+config, data, runtime and root directories (no token, a free port) and serves the
+``elsewhere`` kernel from a kernelspec written into its temporary data directory.
+Playwright drives Debian's ``chromium``. Screenshots go to ``tests/artifacts/browser/``
+(``docs/placement.png``, in the README, is one of them, copied by hand).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -21,6 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +46,21 @@ try:
     from playwright.sync_api import Locator, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the machine
     sync_playwright = None
+
+
+def _notebook7_missing() -> str | None:
+    """Why the Notebook 7 test cannot run, or None."""
+    try:
+        version = importlib.metadata.version("notebook")
+    except importlib.metadata.PackageNotFoundError:
+        return "the notebook package is not installed: pip install 'notebook>=7'"
+    major = version.split(".")[0]
+    if not major.isdigit() or int(major) < 7:
+        return f"notebook {version} is not Notebook 7: pip install 'notebook>=7'"
+    return None
+
+
+NOTEBOOK7_MISSING = _notebook7_missing()
 
 pytestmark = [
     pytest.mark.timeout(170),
@@ -103,14 +121,33 @@ def free_port() -> int:
 
 
 @dataclass
-class Lab:
+class Server:
+    """A Jupyter server started by ``serve``."""
+
     url: str
     root: Path
     log: Path
 
 
+#: How to start each frontend: its module, its own options, its log file.
+APPS = {
+    "lab": (
+        "jupyterlab",
+        [
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--LabApp.extension_manager=readonly",
+        ],
+        "jupyterlab.log",
+    ),
+    "notebook": ("notebook", ["--JupyterNotebookApp.expose_app_in_browser=True"], "notebook.log"),
+}
+
+
 def _write_settings(config_dir: Path) -> None:
-    """Keep the page quiet and every cell in the DOM (no virtual scrolling)."""
+    """Keep the page quiet and every cell in the DOM (no virtual scrolling).
+
+    JupyterLab and Notebook 7 both read user settings from ``<config>/lab/user-settings``."""
     settings = config_dir / "lab" / "user-settings" / "@jupyterlab"
     (settings / "notebook-extension").mkdir(parents=True)
     (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
@@ -120,9 +157,13 @@ def _write_settings(config_dir: Path) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    tmp = Path(tempfile.mkdtemp(prefix="elsewhere-lab-"))
+@contextmanager
+def serve(app: str) -> Iterator[Server]:
+    """Run ``jupyter lab`` or ``jupyter notebook`` (``app``) on loopback with a temporary
+    config, until the block ends; then shut it down with its kernels and check that no
+    process it started outlives it."""
+    module, app_args, log_name = APPS[app]
+    tmp = Path(tempfile.mkdtemp(prefix=f"elsewhere-{app}-"))
     root, config, data, runtime, ipython = (tmp / d for d in ("root", "config", "data", "runtime", "ipython"))
     for d in (root, config, data, runtime, ipython):
         d.mkdir()
@@ -151,15 +192,14 @@ def lab() -> Iterator[Lab]:
     )
     port = free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log_path = ARTIFACTS / "jupyterlab.log"
+    log_path = ARTIFACTS / log_name
     log = log_path.open("w")
     server = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyterlab", "--no-browser",
+            sys.executable, "-m", module, "--no-browser",
             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
             "--IdentityProvider.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
-            f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
+            f"--ServerApp.root_dir={root}", *app_args,
             "--ServerApp.allow_root=True",  # CI runs as root
         ],
         env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -169,15 +209,15 @@ def lab() -> Iterator[Lab]:
         deadline = time.monotonic() + 60
         while True:
             if server.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with {server.returncode}; see {log_path}")
+                raise RuntimeError(f"jupyter {app} exited with {server.returncode}; see {log_path}")
             try:
                 with urllib.request.urlopen(f"{url}/api/status", timeout=2):
                     break
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not answer on {url} within 60s; see {log_path}") from None
+                    raise RuntimeError(f"jupyter {app} did not answer on {url} within 60s; see {log_path}") from None
                 time.sleep(0.25)
-        yield Lab(url, root, log_path)
+        yield Server(url, root, log_path)
     finally:
         try:  # shuts the kernels (and so their workers) down, then the server
             urllib.request.urlopen(urllib.request.Request(f"{url}/api/shutdown", method="POST"), timeout=20)
@@ -193,13 +233,25 @@ def lab() -> Iterator[Lab]:
         for proc in left:
             proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-        assert not left, f"processes outlived JupyterLab: {[p.pid for p in left]}"
+        assert not left, f"processes outlived jupyter {app}: {[p.pid for p in left]}"
 
 
-def write_notebook(path: Path) -> None:
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Server]:
+    with serve("lab") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def notebook7() -> Iterator[Server]:
+    with serve("notebook") as server:
+        yield server
+
+
+def write_notebook(path: Path, cells: list[str] = CELLS) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "elsewhere", "display_name": "Python 3 (elsewhere)", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nbformat.write(nb, str(path))
 
 
@@ -255,34 +307,47 @@ def shoot(target: Page | Locator, name: str) -> Path:
     return path
 
 
-def test_placement_widget_in_jupyterlab(lab: Lab) -> None:
-    write_notebook(lab.root / "placement.ipynb")
+@contextmanager
+def chromium_page(prefix: str = "") -> Iterator[Page]:
+    """A page in headless Chromium. Its console goes to ``<prefix>console.log``; if the
+    block fails, the page to ``<prefix>failure.png``; a widget error in the console fails it."""
+    console: list[str] = []
+    page_errors: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = None
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            console: list[str] = []
-            page_errors: list[str] = []
             page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
             page.on("pageerror", lambda e: page_errors.append(str(e)))
             expect.set_options(timeout=60_000)
-            page.goto(f"{lab.url}/lab/tree/placement.ipynb", timeout=90_000)
-            expect(cell(page, len(CELLS) - 1)).to_be_visible()
-            wait_kernel_idle(page)
-            page.evaluate(WATCH_RUNNING)
-            _six_tasks_over_two_workers(page)
-            _output_lands_in_the_cell_that_spawned_it(page)
-            _cancel_from_the_widget(page)
+            yield page
             widget_errors = [e for e in page_errors + console if "error" in e.lower() and "widget" in e.lower()]
             assert not widget_errors, widget_errors
         except Exception:
-            if "page" in locals():
-                shoot(page, "failure")
+            if page is not None:
+                shoot(page, f"{prefix}failure")
             raise
         finally:
-            if "console" in locals():
-                (ARTIFACTS / "console.log").write_text("\n".join(console + page_errors))
+            (ARTIFACTS / f"{prefix}console.log").write_text("\n".join(console + page_errors))
             browser.close()
+
+
+def open_notebook(page: Page, url: str, cells: int) -> None:
+    """Open a notebook and wait for all its cells and an idle ``elsewhere`` kernel."""
+    page.goto(url, timeout=90_000)
+    expect(cell(page, cells - 1)).to_be_visible()
+    wait_kernel_idle(page)
+
+
+def test_placement_widget_in_jupyterlab(lab: Server) -> None:
+    write_notebook(lab.root / "placement.ipynb")
+    with chromium_page() as page:
+        open_notebook(page, f"{lab.url}/lab/tree/placement.ipynb", len(CELLS))
+        page.evaluate(WATCH_RUNNING)
+        _six_tasks_over_two_workers(page)
+        _output_lands_in_the_cell_that_spawned_it(page)
+        _cancel_from_the_widget(page)
 
 
 def _six_tasks_over_two_workers(page: Page) -> None:
@@ -349,3 +414,45 @@ def _cancel_from_the_widget(page: Page) -> None:
     expect(elsewhere.locator(".elsewhere-progress-text")).to_contain_text("1/1 finished · cancelled 1")
     run_cell(page, 6)
     expect(output(page, 6)).to_contain_text("runtime says cancelled True")
+
+
+NOTEBOOK7_CELLS = [
+    "%workers --wait",
+    (
+        "%%distribute --show\n"
+        "import asyncio, os\n"
+        "async def job(i):\n"
+        "    print(f'job {i} runs on pid {os.getpid()}')\n"
+        "    await asyncio.sleep(1.5)\n"
+        "    return i + 100\n"
+        "print('results', await asyncio.gather(*(job(i) for i in range(4))))"
+    ),
+]
+
+
+@pytest.mark.skipif(NOTEBOOK7_MISSING is not None, reason=str(NOTEBOOK7_MISSING))
+def test_placement_widget_in_notebook7(notebook7: Server) -> None:
+    """Notebook 7 (JupyterLab components, one notebook per page at /notebooks/<path>)."""
+    write_notebook(notebook7.root / "notebook7.ipynb", NOTEBOOK7_CELLS)
+    with chromium_page("notebook7-") as page:
+        open_notebook(page, f"{notebook7.url}/notebooks/notebook7.ipynb", len(NOTEBOOK7_CELLS))
+        run_cell(page, 0)
+        expect(output(page, 0)).to_contain_text("idle", timeout=90_000)
+        run_cell(page, 1)
+        # the live widget, not the static snapshot a frontend without widgets falls back to
+        widget = output(page, 1).locator(".elsewhere-placement:not(.elsewhere-snapshot)")
+        expect(widget).to_be_visible()
+        expect(widget.locator(".elsewhere-lane")).to_have_count(2)
+        expect(widget.locator(".elsewhere-progress-text")).to_contain_text("4/4 finished · done 4", timeout=60_000)
+        expect(widget.locator(".elsewhere-lane .elsewhere-chip-running")).to_have_count(0)
+        expect(widget.locator(".elsewhere-recent .elsewhere-chip-done")).to_have_count(4)
+        expect(output(page, 1)).to_contain_text("results [100, 101, 102, 103]")
+        expect(output(page, 1).locator(".elsewhere-snapshot")).to_have_count(0)
+        shown = output(page, 1).inner_text()
+        lines = [line for line in shown.splitlines() if line.startswith("job ")]
+        assert sorted(line.split(" runs ")[0] for line in lines) == [f"job {i}" for i in range(4)], shown
+        pids = {line.rsplit(" ", 1)[1] for line in lines}
+        assert len(pids) == 2, f"expected the 4 tasks on both workers, saw pids {pids}: {shown}"
+        assert "job " not in output(page, 0).inner_text()
+        shoot(cell(page, 1), "notebook7-four-tasks-done")
+        shoot(page, "notebook7-page")
