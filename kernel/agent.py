@@ -257,6 +257,8 @@ class Agent:
                 if slot is not None:
                     slot[1], slot[2], slot[3] = bool(item.get("ok")), payload, item.get("nr", 0)
                     slot[0].set()
+            elif kind == "src":
+                _serialize.remember_source(item["f"], item["l"])
             elif kind == "env":
                 self._envs[item["key"]] = item["vars"]
             elif kind == "path":

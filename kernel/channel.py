@@ -52,6 +52,9 @@ class Item(TypedDict, total=False):
     sync: bool
     io: str
     env: str
+    # src: a cell's source lines (for tracebacks)
+    f: str
+    l: list[str]
     # env: the snapshot itself; path: the host's sys.path
     key: str
     vars: dict[str, str]

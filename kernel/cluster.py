@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import concurrent.futures
 import itertools
+import linecache
 import logging
 import os
 import sys
@@ -106,7 +107,7 @@ class Cluster:
         self.python = python or sys.executable
         self.sink: OutputSink = output or ConsoleSink()
         self.events = events or EventStream()
-        self.serializer = Serializer(sources=True)
+        self.serializer = Serializer()
         self.hwm = hwm
         self.route = route or os.environ.get("ELSEWHERE_ROUTE", "zmq")
         if self.route not in ROUTES:
@@ -304,10 +305,12 @@ class Cluster:
             msg = f"unknown placement {options.placement!r}; choose one of {', '.join(POLICIES)}"
             raise ValueError(msg)
         try:
-            frames = self.serializer.dumps((call.fn, call.args, call.kwargs))
+            files: set[str] = set()
+            frames = self.serializer.dumps((call.fn, call.args, call.kwargs), files)
         except Exception as exc:
             raise serialization_error(call, exc, self.serializer) from None
         record = RemoteTask(call.name, call.summary(), frames, sync=sync, options=options, parent=parent, env=env, args=call.arguments())
+        record.files = files
         self._tasks[record.id] = record
         self._emit_task(record)
         return record
@@ -386,6 +389,12 @@ class Cluster:
                     if record.env not in worker.envs:
                         worker.envs.add(record.env)
                         items.append({"k": "env", "key": record.env, "vars": self._envs[record.env]})
+            for filename in record.files - worker.files:
+                # The source of the cells whose code runs there, for its tracebacks.
+                worker.files.add(filename)
+                lines = linecache.getlines(filename)
+                if lines:
+                    items.append({"k": "src", "f": filename, "l": lines})
             items.append(with_frames(spawn, payload))
             frames.extend(payload)
         worker.send(items, frames)

@@ -28,7 +28,7 @@ from typing import Any
 
 import dill
 
-__all__ = ["Serializer", "unpicklable_path", "writable"]
+__all__ = ["Serializer", "remember_source", "unpicklable_path", "writable"]
 
 #: Buffers at least this large travel as their own frame instead of inside the pickle.
 OOB_THRESHOLD = 32 * 1024
@@ -85,13 +85,29 @@ def _set_function_state(fn: types.FunctionType, state: dict[str, Any]) -> types.
     fn.__module__ = state["module"]
     fn.__doc__ = state["doc"]
     fn.__dict__.update(state["dict"])
-    if state.get("source"):
-        _remember_source(fn.__code__.co_filename, state["source"])
     return fn
 
 
-def _remember_source(filename: str, lines: list[str]) -> None:
-    """Let tracebacks on this side show the notebook cell's source lines."""
+def _marshalled(code: types.CodeType) -> bytes:
+    """The code's bytes, made once per code object (a function goes out once per task)."""
+    with _lock:
+        known = _code_bytes.get(id(code))
+        if known is not None and known[0] is code:
+            return known[1]
+    data = marshal.dumps(code)
+    with _lock:
+        if len(_code_bytes) > 1024:
+            _code_bytes.clear()
+        _code_bytes[id(code)] = (code, data)  # the code is kept, so its id is not reused
+    return data
+
+
+_code_bytes: dict[int, tuple[types.CodeType, bytes]] = {}
+
+
+def remember_source(filename: str, lines: list[str]) -> None:
+    """Let tracebacks on this side show a notebook cell's source lines (the host sends
+    them once per worker for the cells whose code it sends)."""
     import linecache
 
     if filename not in linecache.cache:
@@ -134,10 +150,10 @@ _SKIPPED_CLASS_ATTRS = {"__dict__", "__weakref__", "__elsewhere_fresh__"}
 class _Pickler(pickle.Pickler):
     """The C pickler, taught to send notebook code by value."""
 
-    def __init__(self, file: io.BytesIO, buffers: list[pickle.PickleBuffer], sources: bool) -> None:
+    def __init__(self, file: io.BytesIO, buffers: list[pickle.PickleBuffer], files: set[str] | None) -> None:
         super().__init__(file, protocol=5, buffer_callback=self._keep_buffer)
         self._buffers = buffers
-        self._sources = sources
+        self._files = files
 
     def _keep_buffer(self, buffer: pickle.PickleBuffer) -> bool:
         if buffer.raw().nbytes < OOB_THRESHOLD:
@@ -168,11 +184,8 @@ class _Pickler(pickle.Pickler):
                 closure.append((True, cell.cell_contents))
             except ValueError:  # an empty cell: a name the closure binds later
                 closure.append((False, None))
-        source = None
-        if self._sources:
-            import linecache
-
-            source = linecache.getlines(code.co_filename) or None
+        if self._files is not None:
+            self._files.add(code.co_filename)
         state = {
             "globals": used,
             "closure": closure,
@@ -182,9 +195,8 @@ class _Pickler(pickle.Pickler):
             "module": fn.__module__ or "__main__",
             "doc": fn.__doc__,
             "dict": dict(fn.__dict__),
-            "source": source,
         }
-        args = (marshal.dumps(code), fn.__name__, len(code.co_freevars))
+        args = (_marshalled(code), fn.__name__, len(code.co_freevars))
         return _make_function, args, state, None, None, _set_function_state
 
     def _reduce_class(self, cls: type) -> Any:
@@ -208,20 +220,19 @@ class _Unpickler(pickle.Unpickler):
 class Serializer:
     """Turns objects into message frames ``[pickle, *buffers]`` and back.
 
-    One object per runtime (host or agent), not a global switch: ``sources`` says
-    whether functions carry their cell's source lines (the host sends them, so that a
-    worker's traceback can show them).
+    One object per runtime (host or agent), not a global switch.
     """
 
-    def __init__(self, *, sources: bool = False) -> None:
-        self.sources = sources
+    def dumps(self, obj: Any, files: set[str] | None = None) -> list[Any]:
+        """Frames for ``obj``; raises ``pickle.PicklingError``/``TypeError`` if it cannot go.
 
-    def dumps(self, obj: Any) -> list[Any]:
-        """Frames for ``obj``; raises ``pickle.PicklingError``/``TypeError`` if it cannot go."""
+        ``files`` collects the source files of the functions sent by value, so that the
+        caller can send their lines along once (for the other side's tracebacks).
+        """
         buffers: list[pickle.PickleBuffer] = []
         stream = io.BytesIO()
         try:
-            _Pickler(stream, buffers, self.sources).dump(obj)
+            _Pickler(stream, buffers, files).dump(obj)
         except pickle.PicklingError as first:
             # dill reaches some objects the C pickler cannot find by name. Objects bound
             # to this process (locks, sockets, open files) fail with TypeError instead and

@@ -59,6 +59,8 @@ class RemoteTask:
     sync: bool = False
     #: The arguments, summarized for people (the widget's task details).
     args: str = ""
+    #: Source files of the code sent by value (their lines go to workers once).
+    files: set[str] = field(default_factory=set)
     #: Key of the host environment snapshot the task sees as ``os.environ``.
     env: str = ""
     options: TaskOptions = field(default_factory=TaskOptions)

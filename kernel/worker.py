@@ -78,6 +78,7 @@ class Worker:
         #: The host's import path as last sent to this worker, and the environments sent.
         self.sys_path: list[str] = []
         self.envs: set[str] = set()
+        self.files: set[str] = set()
         self.running: dict[str, RemoteTask] = {}
         self.sync_running = 0
         self.cpu: float | None = None
