@@ -121,6 +121,7 @@ class Cluster:
         self._io_server = IOServer(self.io, self.serializer, self.runtime.loop)
         self._envs: dict[str, dict[str, str]] = {}
         self._last_env: tuple[dict[str, str], str] = ({}, "")
+        self._sys_path: tuple[list[str], list[str]] = ([], [])
         self._workers: dict[str, Worker] = {}
         self._tasks: dict[str, RemoteTask] = {}
         self._finished: deque[str] = deque()
@@ -375,7 +376,9 @@ class Cluster:
         frames: list[Any] = []
         # Functions from the host's importable modules travel by reference: local workers
         # share the file system, so they can import whatever the host can import.
-        paths = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
+        if sys.path != self._sys_path[0]:
+            self._sys_path = (list(sys.path), [os.path.abspath(p) if p else os.getcwd() for p in sys.path])
+        paths = self._sys_path[1]
         if paths != worker.sys_path:
             worker.sys_path = paths
             items.append({"k": "path", "p": paths})
