@@ -94,7 +94,7 @@ class Host:
             # Interrupted: the cell's remote tasks stop too, background ones included.
             distribution.cancel_all()
 
-    def ask(self, prompt: str, password: bool, task_id: str, task_name: str = "") -> str:
+    def ask(self, prompt: str, password: bool, task_id: str, _task_name: str = "") -> str:
         """Ask the notebook user for a task's ``input()``, through the kernel's stdin
         channel, on behalf of the cell that spawned the task (called from an I/O thread)."""
         record = self.cluster.task(task_id)

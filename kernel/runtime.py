@@ -63,19 +63,12 @@ class RuntimeThread:
         self._thread.start()
         self._started.wait()
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
     def run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the runtime loop from any thread."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def call(self, fn: Any, *args: Any) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
-
-    def in_thread(self) -> bool:
-        return threading.current_thread() is self._thread
 
     def stop(self, timeout: float = 10) -> None:
         if self._thread.is_alive():

@@ -23,6 +23,18 @@ class TaskOptions:
     on: tuple[str, ...] | None = None
     io: str = "host"
 
+    def __post_init__(self) -> None:
+        from .placement import POLICIES
+
+        if self.placement not in POLICIES:
+            msg = f"placement={self.placement!r}: choose one of {', '.join(POLICIES)}"
+            raise ValueError(msg)
+        if self.io not in ("host", "local"):
+            msg = f"io={self.io!r}: choose 'host' (the notebook's files and processes) or 'local' (the worker's)"
+            raise ValueError(msg)
+        if self.on is not None:
+            object.__setattr__(self, "on", tuple(self.on))
+
 
 class OutputLog:
     """A task's output kept on the host, bounded, so that nothing is lost for frontends

@@ -209,3 +209,11 @@ def json_load(path):
 
     with open(path) as f:
         return json.load(f)
+
+
+def test_distribute_options_are_checked_before_anything_runs():
+    cluster = Cluster(workers=0)
+    with pytest.raises(ValueError, match=r"placement='fastest': choose one of least-loaded, round-robin"):
+        cluster.distribute(placement="fastest")
+    with pytest.raises(ValueError, match=r"io='cloud': choose 'host'"):
+        cluster.distribute(io="cloud")
