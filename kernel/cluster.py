@@ -37,6 +37,8 @@ log = logging.getLogger("elsewhere")
 
 #: At most this many spawns travel in one message.
 SPAWN_BATCH = 256
+#: Tries to start one worker before it is given up.
+START_ATTEMPTS = 2
 #: Sync calls (the executor path) in flight on one worker: one running, one ready to go.
 SYNC_WINDOW = 2
 #: How often the runtime checks that worker kernels are alive.
@@ -502,7 +504,7 @@ class Cluster:
 
     # -- workers -----------------------------------------------------------------------
 
-    def _add_worker(self, worker_id: str | None = None) -> Worker:
+    def _add_worker(self, worker_id: str | None = None, attempt: int = 1) -> Worker:
         worker = Worker(
             worker_id or f"w{next(self._worker_ids)}",
             python=self.python,
@@ -512,6 +514,7 @@ class Cluster:
             force_source=self.force_source,
             startup_timeout=self.startup_timeout,
         )
+        worker.attempt = attempt
         self._workers[worker.id] = worker
         self._emit_worker(worker)
         self._owner_spawn(self._run_worker(worker), name=f"start {worker.id}")
@@ -527,13 +530,20 @@ class Cluster:
         except (WorkerStartError, Exception) as exc:  # noqa: BLE001 - reported, not raised
             if self._workers.get(worker.id) is not worker:
                 return  # removed while it started: nothing to report
-            self._start_errors.append(str(exc))
-            log.error("elsewhere: %s", exc)
+            # A kernel can fail to start for passing reasons (a port taken meanwhile, a
+            # slow machine): one more try before the worker is given up. Decided before
+            # anything is awaited, so that waiters never see the slot empty.
+            again = worker.attempt < START_ATTEMPTS and not _is_refusal(exc) and not self.closed
+            del self._workers[worker.id]
+            if again:
+                log.warning("elsewhere: %s; starting it again", exc)
+                self._add_worker(worker.id, attempt=worker.attempt + 1)
+            else:
+                self._start_errors.append(str(exc))
+                log.error("elsewhere: %s", exc)
             worker.state = "lost"
             self._emit_worker(worker)
             await worker.stop(now=True)
-            if self._workers.get(worker.id) is worker:
-                del self._workers[worker.id]
             self._drain()  # tasks waiting for workers may now have none to wait for
             return
         if self._workers.get(worker.id) is not worker or self.closed:
@@ -607,3 +617,7 @@ class Cluster:
             )
         )
 
+
+def _is_refusal(exc: BaseException) -> bool:
+    """A start failure that trying again cannot fix (the worker runs another Python)."""
+    return isinstance(exc, WorkerStartError) and exc.permanent

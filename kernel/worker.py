@@ -33,6 +33,11 @@ WORKER_KERNEL = "elsewhere-worker"
 class WorkerStartError(ElsewhereError):
     """A worker kernel could not be started or turned into a worker."""
 
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        #: True when starting it again cannot help (another Python version).
+        self.permanent = permanent
+
 
 class WorkerSpecManager(KernelSpecManager):
     """Serves the one kernel spec workers use: a plain ipykernel on a chosen Python."""
@@ -72,6 +77,7 @@ class Worker:
         self.route_name = route
         self.python = python
         self._state = "starting"
+        self.attempt = 1
         self.pid: int | None = None
         self.host = "localhost"
         self.info: dict[str, Any] = {}
@@ -155,7 +161,7 @@ class Worker:
         except RuntimeError as exc:
             msg = (
                 f"worker {self.id} (pid {self.pid}) exited before it answered: is ipykernel "
-                f"installed for {self.python}? ({exc})"
+                f"installed for {self.python}? ({exc}){self._log_tail()}"
             )
             raise WorkerStartError(msg) from exc
         self.info = await self._bootstrap()
@@ -198,7 +204,18 @@ class Worker:
                 f"between Python versions. Start workers with the host's Python "
                 f"(c.ElsewhereKernel.worker_python = {sys.executable!r})."
             )
-            raise WorkerStartError(msg)
+            raise WorkerStartError(msg, permanent=True)
+
+    def _log_tail(self, lines: int = 5) -> str:
+        """The end of the worker kernel's own log, to show why it failed."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4000))
+                tail = f.read().decode(errors="replace").strip().splitlines()[-lines:]
+        except OSError:
+            return ""
+        return ("\nits log ends:\n  " + "\n  ".join(tail)) if tail else ""
 
     # -- data plane ------------------------------------------------------------------
 

@@ -217,3 +217,15 @@ def test_distribute_options_are_checked_before_anything_runs():
         cluster.distribute(placement="fastest")
     with pytest.raises(ValueError, match=r"io='cloud': choose 'host'"):
         cluster.distribute(io="cloud")
+
+
+def test_a_worker_that_fails_to_start_once_is_started_again(tmp_path):
+    marker = tmp_path / "failed-once"
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f'#!/bin/sh\nif [ ! -e "{marker}" ]; then touch "{marker}"; exit 3; fi\nexec "{sys.executable}" "$@"\n')
+    wrapper.chmod(0o755)
+    with Cluster(workers=1, python=str(wrapper)) as cluster:
+        cluster.wait_ready(1, timeout=60)
+        (worker,) = cluster.workers()
+    assert marker.exists()
+    assert (worker.id, worker.state) == ("w1", "idle")

@@ -44,7 +44,7 @@ def test_notebook_runs_clean(path):
     assert not [o for o in outputs if "ERROR" in o]
     if path.name == "tour.ipynb":
         workers, gather, primes, errors, background_cell, background, tasks = outputs
-        assert workers.count("idle") == 2
+        assert workers.count("idle") == 2, workers
         lines = gather.splitlines()
         assert len([l for l in lines if l.startswith("task ")]) == 8
         host = int(re.search(r"host: (\d+)", gather).group(1))
