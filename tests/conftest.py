@@ -236,6 +236,19 @@ class Kernel:
         return wait_gone("ELSEWHERE_TEST_KERNEL", self.marker, timeout)
 
 
+def wait_for(condition: Any, timeout: float = 20, what: str = "the condition", interval: float = 0.05) -> Any:
+    """Poll until ``condition()`` is truthy (things that happen on other threads or in
+    other processes); its value, or AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout}s (last: {value!r})")
+        time.sleep(interval)
+
+
 def other_pythons() -> list[str]:
     """Working CPythons 3.10+ of other minor versions than this one, one per version."""
     import glob

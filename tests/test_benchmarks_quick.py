@@ -11,14 +11,13 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
-import psutil
 import pytest
+
+from conftest import ROOT, marked_processes
 
 pytestmark = pytest.mark.timeout(300)
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = ("W0", "W1", "W2", "W3", "W4", "W5", "W6", "W7")
 #: What each system must have measured in quick mode (W4 is n/a for a process pool,
 #: W6/W7 wait for the host I/O proxy in elsewhere, and the library runs a subset).
@@ -32,19 +31,6 @@ EXPECTED = {
 
 def _numbers(entry: dict) -> list[str]:
     return [k for k, v in entry.items() if isinstance(v, numbers.Real) and not isinstance(v, bool) and k != "elapsed_s"]
-
-
-def _marked(name: str, value: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        if proc.pid == os.getpid():
-            continue
-        try:
-            if proc.environ().get(name) == value and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except (psutil.Error, OSError):
-            continue
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +49,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         check=False,  # the assertion below shows the output
     )
     deadline = time.monotonic() + 15
-    while (alive := _marked("ELSEWHERE_BENCH_TEST", mark)) and time.monotonic() < deadline:
+    while (alive := marked_processes("ELSEWHERE_BENCH_TEST", mark)) and time.monotonic() < deadline:
         time.sleep(0.2)
     for proc in alive:
         proc.kill()

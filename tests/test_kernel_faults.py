@@ -10,22 +10,13 @@ import time
 import psutil
 import pytest
 
+from conftest import wait_for
+
 pytestmark = pytest.mark.timeout(180)
 
 
 def _task_states(kernel) -> dict[str, str]:
     return kernel.eval("{r.summary: r.state for r in get_ipython()._elsewhere_host.cluster.tasks()}")
-
-
-def _wait_for(predicate, timeout: float = 20, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met within {timeout}s (last: {value!r})")
-        time.sleep(interval)
 
 
 def test_interrupt_cancels_remote_tasks_including_stuck_ones(fresh_kernel):
@@ -54,10 +45,10 @@ def test_interrupt_cancels_remote_tasks_including_stuck_ones(fresh_kernel):
     result = kernel.collect(msg_id, timeout=20)
     assert result.status == "error"
     assert result.error["ename"] in ("CancelledError", "KeyboardInterrupt")
-    states = _wait_for(lambda: (s := _task_states(kernel)) and all(v == "cancelled" for v in s.values()) and s)
+    states = wait_for(lambda: (s := _task_states(kernel)) and all(v == "cancelled" for v in s.values()) and s)
     assert states == {"spin()": "cancelled", "block()": "cancelled", "nap()": "cancelled"}
     # the CPU loop was stopped inside its worker; the blocked worker had to be restarted
-    after = _wait_for(
+    after = wait_for(
         lambda: (w := dict(kernel.eval("{w.id: w.pid for w in get_ipython()._elsewhere_host.cluster.workers() if w.state in ('idle', 'busy')}")))
         and len(w) == 2
         and w
@@ -105,7 +96,7 @@ def test_a_killed_worker_fails_its_task_with_worker_lost_and_is_replaced(fresh_k
     assert name == "WorkerLost"
     assert "victim() was running on worker w" in message and f"(pid {victim_pid}), which died" in message
     assert lines[2] == "survived"
-    pids = _wait_for(lambda: (p := kernel.wait_workers(2)) and victim_pid not in p and p)
+    pids = wait_for(lambda: (p := kernel.wait_workers(2)) and victim_pid not in p and p)
     assert len(pids) == 2
 
 
@@ -125,7 +116,7 @@ def test_shutdown_and_restart_stop_every_worker(fresh_kernel):
     first = kernel.wait_workers(2)
     kernel.km.restart_kernel(now=False)
     kernel.kc.wait_for_ready(timeout=60)
-    gone = _wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in first))
+    gone = wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in first))
     assert gone
     second = kernel.wait_workers(2)
     assert not set(first) & set(second)

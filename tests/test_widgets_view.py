@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+from conftest import wait_for as poll
 from elsewhere.kernel.events import EventStream, TaskEvent, WorkerEvent
 from elsewhere.widgets import PlacementWidget
 
@@ -85,14 +87,7 @@ def shown(markup: str) -> str:
 
 def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "the widget") -> Any:
     """Poll until ``condition()`` is truthy: the render thread draws on its own time."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not get there within {timeout}s")
-        time.sleep(0.02)
+    return poll(condition, timeout, what, interval=0.02)
 
 
 @pytest.fixture
