@@ -64,7 +64,9 @@ class Distribution:
         self._undispatched: set[asyncio.Task[Any]] = set()
         self._flushed = False
         self._env = ""
+        #: The context's tasks not known to be finished (for ``cancel_all``).
         self.records: list[RemoteTask] = []
+        self._prune_at = 256
 
     # -- entering ----------------------------------------------------------------------
 
@@ -124,6 +126,10 @@ class Distribution:
                 task.cancel()
             raise
         self.records.append(record)
+        if len(self.records) >= self._prune_at:
+            # Finished tasks (and their output) are not kept alive here.
+            self.records = [r for r in self.records if not r.done]
+            self._prune_at = max(256, 2 * len(self.records))
         return record
 
     def _reset_flush(self) -> None:
