@@ -43,6 +43,8 @@ START_ATTEMPTS = 2
 SYNC_WINDOW = 2
 #: How often the runtime checks that worker kernels are alive.
 LIVENESS_INTERVAL = 0.25
+#: Bytes of output kept for finished tasks, all together (each running task keeps 1 MiB).
+FINISHED_OUTPUT_KEPT = 64 << 20
 #: Finished tasks remembered for ``%tasks`` and the widget.
 FINISHED_KEPT = 10_000
 
@@ -127,6 +129,8 @@ class Cluster:
         self._workers: dict[str, Worker] = {}
         self._tasks: dict[str, RemoteTask] = {}
         self._finished: deque[str] = deque()
+        self._kept_output: deque[RemoteTask] = deque()
+        self._kept_output_size = 0
         self._queue: deque[RemoteTask] = deque()
         self._queue_lock = threading.Lock()
         self._drain_scheduled = False
@@ -501,6 +505,12 @@ class Cluster:
         self._finished.append(record.id)
         while len(self._finished) > FINISHED_KEPT:
             self._tasks.pop(self._finished.popleft(), None)
+        # The output of finished tasks is kept within one budget, oldest dropped first.
+        if record.output.size:
+            self._kept_output.append(record)
+            self._kept_output_size += record.output.size
+            while self._kept_output_size > FINISHED_OUTPUT_KEPT and len(self._kept_output) > 1:
+                self._kept_output_size -= self._kept_output.popleft().output.drop()
 
     # -- workers -----------------------------------------------------------------------
 

@@ -56,6 +56,13 @@ class OutputLog:
             self.size -= len(old[2]) if old[0] == "stream" else 256
             self.dropped += 1
 
+    def drop(self) -> int:
+        """Forget everything kept (to make room); the bytes freed."""
+        freed, self.size = self.size, 0
+        self.dropped += len(self.entries)
+        self.entries.clear()
+        return freed
+
     def text(self, name: str | None = None) -> str:
         """The stream text kept (stdout and stderr interleaved as printed, or one of them)."""
         return "".join(e[2] for e in self.entries if e[0] == "stream" and (name is None or e[1] == name))
