@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ctypes
+import faulthandler
 import inspect
 import itertools
 import os
@@ -124,6 +125,15 @@ class Agent:
         self._wake_send = self._context.socket(zmq.PAIR)
         self._wake_send.connect(f"inproc://elsewhere-wake-{id(self)}")
         self._install_streams()
+        try:
+            # A crash (a segfault in an extension, os.abort) leaves the Python stacks in
+            # the worker's log, which the host shows with the WorkerLost error. ipykernel
+            # pipes fd 2 into a thread that would die with the process: write to the
+            # original stderr it kept.
+            original = getattr(self._saved.get("stderr"), "_original_stdstream_copy", None)
+            faulthandler.enable(original if original is not None else sys.__stderr__, all_threads=True)
+        except (AttributeError, ValueError, OSError):
+            pass
         if self.route == "comm":
             self._open_comm_target()
         threading.Thread(target=self.loop.run_forever, name="elsewhere-tasks", daemon=True).start()

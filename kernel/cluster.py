@@ -565,23 +565,23 @@ class Cluster:
         self._emit_worker(worker)
         self._drain()
 
-    async def _stop_worker(self, worker: Worker, reason: str, now: bool = False) -> None:
+    async def _stop_worker(self, worker: Worker, reason: str, now: bool = False, detail: str = "") -> None:
         if self._workers.get(worker.id) is worker:
             del self._workers[worker.id]
         for record in list(worker.running.values()):
             if record.cancel_requested:
                 self._settle(record, "cancelled")  # it was stopped the hard way, as asked
             else:
-                self._fail(record, self._lost_error(worker, record, reason))
+                self._fail(record, self._lost_error(worker, record, reason, detail))
         worker.running.clear()
         await worker.stop(now=now)
         self._emit_worker(worker)
 
     @staticmethod
-    def _lost_error(worker: Worker, record: RemoteTask, reason: str) -> WorkerLost:
+    def _lost_error(worker: Worker, record: RemoteTask, reason: str, detail: str = "") -> WorkerLost:
         msg = (
             f"{record.summary} was running on worker {worker.id} (pid {worker.pid}), which {reason}; "
-            f"the task did not finish. Run it again."
+            f"the task did not finish. Run it again.{detail}"
         )
         return WorkerLost(msg)
 
@@ -594,7 +594,8 @@ class Cluster:
                 worker.resend_due()
                 if not await worker.is_alive():
                     worker.state = "lost"
-                    await self._stop_worker(worker, "died", now=True)
+                    how, log_tail = worker.death_note()
+                    await self._stop_worker(worker, f"died{how}", now=True, detail=log_tail)
                     if not self.closed:
                         self._add_worker()
 

@@ -8,6 +8,7 @@ import contextlib
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -207,15 +208,23 @@ class Worker:
             raise WorkerStartError(msg, permanent=True)
 
     def _log_tail(self, lines: int = 5) -> str:
-        """The end of the worker kernel's own log, to show why it failed."""
+        """The end of the worker kernel's own log, to show why it failed; for a crash,
+        the crashing thread's Python stack that faulthandler wrote there."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 4000))
-                tail = f.read().decode(errors="replace").strip().splitlines()[-lines:]
+                f.seek(max(0, f.tell() - 64_000))
+                text = f.read().decode(errors="replace")
         except OSError:
             return ""
-        return ("\nits log ends:\n  " + "\n  ".join(tail)) if tail else ""
+        fatal = text.rfind("Fatal Python error")
+        if fatal >= 0:
+            current = text.find("Current thread", fatal)
+            stack = text[current:].split("\n\n")[0] if current >= 0 else ""
+            shown = [text[fatal:].splitlines()[0], *stack.splitlines()[: lines + 10]]
+        else:
+            shown = text.strip().splitlines()[-lines:]
+        return ("\nIts log ends:\n  " + "\n  ".join(shown)) if shown else ""
 
     # -- data plane ------------------------------------------------------------------
 
@@ -259,6 +268,22 @@ class Worker:
             self.route.send(message)
 
     # -- health and stop -------------------------------------------------------------
+
+    def death_note(self) -> tuple[str, str]:
+        """How the kernel process ended (`` (killed by SIGKILL)``), and, when it may have
+        said why (a crash, an exit code), the end of its log."""
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        code = process.poll() if process is not None else None
+        if code is None:
+            return "", ""
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            crashed = name in ("SIGSEGV", "SIGABRT", "SIGBUS", "SIGFPE", "SIGILL")
+            return f" (killed by {name})", self._log_tail(12) if crashed else ""
+        return f" (exit code {code})", self._log_tail(12)
 
     async def is_alive(self) -> bool:
         return self.km is not None and await self.km.is_alive()

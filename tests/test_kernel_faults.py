@@ -94,10 +94,28 @@ def test_a_killed_worker_fails_its_task_with_worker_lost_and_is_replaced(fresh_k
     assert lines[0] == f"victim pid {victim_pid}"
     name, _, message = lines[1].partition(" | ")
     assert name == "WorkerLost"
-    assert "victim() was running on worker w" in message and f"(pid {victim_pid}), which died" in message
+    assert "victim() was running on worker w" in message
+    assert f"(pid {victim_pid}), which died (killed by SIGKILL)" in message
     assert lines[2] == "survived"
     pids = wait_for(lambda: (p := kernel.wait_workers(2)) and victim_pid not in p and p)
     assert len(pids) == 2
+
+
+def test_a_crashed_worker_says_how_it_ended(fresh_kernel):
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "1"})
+    kernel.wait_workers(1)
+    result = kernel.run(
+        "%%distribute --io local\n"
+        "import asyncio, os\n"
+        "async def crash():\n"
+        "    os.abort()\n"
+        "await asyncio.create_task(crash())\n"
+    )
+    assert result.error["ename"] == "WorkerLost"
+    message = result.error["evalue"]
+    assert "crash() was running on worker w1" in message and "which died (killed by SIGABRT)" in message
+    assert "Its log ends:" in message and "Fatal Python error: Aborted" in message and "in crash" in message
+    assert len(kernel.wait_workers(1)) == 1  # replaced
 
 
 def test_killing_the_host_takes_every_worker_down(fresh_kernel):
