@@ -131,7 +131,9 @@ class Agent:
             # pipes fd 2 into a thread that would die with the process: write to the
             # original stderr it kept.
             original = getattr(self._saved.get("stderr"), "_original_stdstream_copy", None)
-            faulthandler.enable(original if original is not None else sys.__stderr__, all_threads=True)
+            target = original if original is not None else sys.__stderr__
+            if target is not None:
+                faulthandler.enable(target, all_threads=True)
         except (AttributeError, ValueError, OSError):
             pass
         if self.route == "comm":
