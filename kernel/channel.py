@@ -1,10 +1,12 @@
 """The data plane's wire format and its reliable delivery, shared by host and agent.
 
-A message is a Jupyter message (signed by ``jupyter_client.Session`` with the worker
-kernel's key) whose content carries a batch of items; each item's payload frames (a
-pickle and its out-of-band buffers) follow as message buffers. The pickle frames are
-not covered by the Jupyter signature, so each item carries their digest inside the
-signed content; raw buffers are plain data and need none.
+A message is three frames and then buffers: a marker, the HMAC signature (the worker
+kernel's key and scheme, through ``jupyter_client.Session``) and JSON content carrying a
+batch of items; each item's payload frames (a pickle and its out-of-band buffers) follow
+as buffers. The pickle frames are not covered by the signature, so each item carries
+their digest inside the signed content; raw buffers are plain data and need none. A
+full Jupyter message (header, parent, metadata, dates, ids) would cost more than a
+trivial task's own work on both ends, and nothing here needs those parts.
 
 Delivery: every data message has a sequence number; the receiver delivers them in
 order, drops duplicates and asks for a re-send when it sees a gap; the sender keeps what
@@ -19,15 +21,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from collections import OrderedDict
 from typing import Any, TypedDict
 
 from jupyter_client.session import Session
 
-__all__ = ["Link", "Item", "MSG_TYPE", "digest", "split_items", "with_frames"]
+__all__ = ["Link", "Item", "MARKER", "digest", "split_items", "with_frames"]
 
-MSG_TYPE = "elsewhere_data"
+#: The first frame of every data message: what it is, and the format's version.
+MARKER = b"elsewhere-data/2"
 #: After this long without an acknowledgement, everything unacknowledged is sent again.
 RESEND_AFTER = 1.0
 #: An acknowledgement waits this long for a data message to ride on.
@@ -117,7 +121,7 @@ class Link:
         seq = self.next_seq
         self.next_seq += 1
         content = {"seq": seq, "ack": self.expected - 1, "items": items}
-        message = self.session.serialize(self.session.msg(MSG_TYPE, content)) + list(frames)
+        message = [*self._signed(content), *frames]
         if not self.unacked:
             self.last_ack_time = time.monotonic()
         self.unacked[seq] = message
@@ -129,7 +133,11 @@ class Link:
         content.setdefault("ack", self.expected - 1)
         content["seq"] = 0
         self.ack_owed = False
-        return self.session.serialize(self.session.msg(MSG_TYPE, content))
+        return self._signed(content)
+
+    def _signed(self, content: dict[str, Any]) -> list[Any]:
+        body = json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
+        return [MARKER, self.session.sign([body]), body]
 
     def due_resends(self) -> list[list[Any]]:
         """The oldest unacknowledged message again, when no acknowledgement came for too
@@ -143,15 +151,17 @@ class Link:
     # -- receiving -----------------------------------------------------------------
 
     def unpack(self, frames: list[Any]) -> tuple[dict[str, Any], list[Any]] | None:
-        """Verify and open a message (``frames`` start at the delimiter); None if forged."""
-        if len(frames) < 6:
+        """Verify and open a message; None if it is not one, or not signed with our key."""
+        if len(frames) < 3 or bytes(frames[0]) != MARKER:
             return None
-        signature = bytes(frames[1])
-        parts = [bytes(f) for f in frames[2:6]]
-        if self.session.auth is not None and not hmac.compare_digest(signature, self.session.sign(parts)):
+        body = bytes(frames[2])
+        if self.session.auth is not None and not hmac.compare_digest(bytes(frames[1]), self.session.sign([body])):
             return None
-        content = self.session.unpack(parts[3])
-        return content, list(frames[6:])
+        try:
+            content = json.loads(body)
+        except ValueError:
+            return None
+        return (content, list(frames[3:])) if isinstance(content, dict) else None
 
     def accept(self, content: dict[str, Any], buffers: list[Any]) -> tuple[list[tuple[dict[str, Any], list[Any]]], list[list[Any]]]:
         """Account for an incoming message.

@@ -11,11 +11,11 @@ Both carry the same signed frames (``channel.Link``); neither knows what is insi
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any, Protocol
 
 import zmq
-import zmq.asyncio
 
 __all__ = ["Route", "ZmqRoute", "CommRoute", "ROUTES", "make_route"]
 
@@ -30,30 +30,51 @@ class Route(Protocol):
     def close(self) -> None: ...
 
 
-def _ignore_send_failure(sent: Any) -> None:
-    # A failed send is kept by the link and re-sent; nothing to report here.
-    if not sent.cancelled():
-        sent.exception()
-
-
 class ZmqRoute:
+    """A plain DEALER socket watched by the runtime loop (no ``zmq.asyncio``: its futures
+    cost more per message than a trivial task's whole round trip)."""
+
     def __init__(self, ip: str, port: int, hwm: int) -> None:
-        self.socket = zmq.asyncio.Context.instance().socket(zmq.DEALER)
+        self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.connect(f"tcp://{ip}:{port}")
+        self._loop = asyncio.get_running_loop()
+        self._waiter: asyncio.Future[None] | None = None
+        self._fd = self.socket.getsockopt(zmq.FD)
+        self._loop.add_reader(self._fd, self._wake)
 
     def send(self, frames: list[Any]) -> None:
-        sent: Any = self.socket.send_multipart(frames, copy=False)  # an asyncio future
-        sent.add_done_callback(_ignore_send_failure)
+        try:
+            self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError:
+            pass  # the queue is full or the socket closed: the link re-sends
+        # zmq's FD is edge-triggered and a send may consume the edge of an arrival.
+        if self._waiter is not None and self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def recv(self) -> list[Any]:
-        frames = await self.socket.recv_multipart(copy=False)
-        return [f.buffer for f in frames]
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._waiter = self._loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+                continue
+            return [f.buffer for f in frames]
 
     def close(self) -> None:
-        self.socket.close(linger=0)
+        if not self.socket.closed:
+            self._loop.remove_reader(self._fd)
+            self.socket.close(linger=0)
 
 
 class CommRoute:
