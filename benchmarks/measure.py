@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["Results", "ideal_cpu_seconds", "latency_figures", "median", "percentile", "rate"]
+from .config import WORKERS
+
+__all__ = ["Results", "ideal_cpu_seconds", "latency_figures", "median", "percentile", "rate", "scaling_figures"]
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -73,16 +75,44 @@ class Results:
         return {"workloads": self.workloads, "notes": self.notes}
 
 
-def ideal_cpu_seconds(iterations: int, fallback: float) -> float:
-    """W5's single-task time, measured again here, just before W5 runs: the load on the
-    machine drifts during a run, and the ideal must be taken under the same load as the
-    measurement it is compared with. The best of two; ``fallback`` if measuring fails."""
+def ideal_cpu_seconds(iterations: int, fallback: float) -> dict[str, float]:
+    """W5's ideal single-task time, measured again here, just before W5 runs.
+
+    The ideal is the time one task takes while ``WORKERS`` of them run at once, each in a
+    process of its own: on this machine two vCPUs can share one physical core, so a task
+    runs slower beside another than alone, and no system can scale better than that. Its
+    time alone is kept too (``alone_s``). Measured under the same load as the workload it
+    is compared with, the best of two rounds; ``fallback`` for both if measuring fails.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     from . import tasks
 
     try:
-        return min(tasks.spin(iterations) for _ in range(2))
+        alone = min(tasks.spin(iterations) for _ in range(2))
+        # spawn, not fork: the caller may have threads (a cluster's runtime).
+        with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(tasks.spin, [1] * WORKERS))  # the processes are up
+            rounds = [list(pool.map(tasks.spin, [iterations] * WORKERS)) for _ in range(2)]
+        together = min(sum(times) / len(times) for times in rounds)
     except Exception:  # noqa: BLE001 - the runner's calibration is still a fair ideal
-        return fallback
+        return {"together_s": fallback, "alone_s": fallback}
+    return {"together_s": together, "alone_s": alone}
+
+
+def scaling_figures(count: int, wall: float, inside: list[float], ideal: dict[str, float]) -> dict[str, Any]:
+    """W5's figures: efficiency is the ideal wall time (``count`` tasks of the time one
+    takes beside the others, shared by the workers) over the measured one."""
+    best = count * ideal["together_s"] / WORKERS
+    return {
+        "efficiency": best / wall,
+        "wall_s": wall,
+        "ideal_s": best,
+        "one_task_s": ideal["together_s"],
+        "one_task_alone_s": ideal["alone_s"],
+        "task_s": inside,
+    }
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -16,6 +16,7 @@ from ..config import WORKERS, Params
 from ..measure import (
     Results,
     ideal_cpu_seconds,
+    scaling_figures,
     latency_figures,
     median,
     percentile,
@@ -146,8 +147,7 @@ def _measure(anchor: Anchor, params: Params, results: Results) -> None:
         started = time.perf_counter()
         inside = anchor.run_all(tasks.spin, [(params.spin_iterations,)] * count)
         wall = time.perf_counter() - started
-        ideal = count * one / WORKERS
-        results.put("W5", efficiency=ideal / wall, wall_s=wall, ideal_s=ideal, one_task_s=one, task_s=inside)
+        results.put("W5", **scaling_figures(count, wall, inside, one))
 
     with results.guard("W6"):
         started = time.perf_counter()

@@ -23,6 +23,7 @@ from ..config import WORKERS, Params
 from ..measure import (
     Results,
     ideal_cpu_seconds,
+    scaling_figures,
     latency_figures,
     median,
     percentile,
@@ -214,8 +215,7 @@ def _measure(frontend: Frontend, params: Params, results: Results, pids: dict[st
                 ),
             )
         )
-        ideal = count * one / WORKERS
-        results.put("W5", efficiency=ideal / wall, wall_s=wall, ideal_s=ideal, one_task_s=one, task_s=inside)
+        results.put("W5", **scaling_figures(count, wall, inside, one))
 
     problem = _host_io_problem(frontend, params)
     if problem:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import profiling, tasks
 from ..config import WORKERS, Params
-from ..measure import Results, ideal_cpu_seconds, latency_figures, median, rate
+from ..measure import Results, ideal_cpu_seconds, latency_figures, median, rate, scaling_figures
 
 __all__ = ["run"]
 
@@ -92,5 +92,4 @@ async def _main(params: Params, results: Results) -> None:
                 t = time.perf_counter()
                 inside = await asyncio.gather(*(tasks.aspin(params.spin_iterations) for _ in range(count)))
                 wall = time.perf_counter() - t
-                ideal = count * one / WORKERS
-                results.put("W5", efficiency=ideal / wall, wall_s=wall, ideal_s=ideal, one_task_s=one, task_s=inside)
+                results.put("W5", **scaling_figures(count, wall, inside, one))
