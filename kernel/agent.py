@@ -4,12 +4,16 @@ The host installs it with one silent ``execute_request`` (see ``bootstrap.py``).
 binds a ROUTER socket on the kernel's own interface and talks to the host over it,
 signed with the kernel's key. Two threads, neither of them the kernel's main thread:
 
-- the I/O thread owns the socket: it receives spawns and cancels, flushes batched
-  output and results, and escalates cancels that user code ignores;
+- the I/O thread receives spawns and cancels, flushes batched output and results, and
+  escalates cancels that user code ignores;
 - the task thread runs an asyncio loop on which every task runs (a sync call from the
   host's executor path runs in this loop's thread pool).
 
-So a task stuck in a CPU loop never stops cancels or output from flowing.
+So a task stuck in a CPU loop never stops cancels or output from flowing. The socket and
+the link belong to whichever thread holds ``io_lock``: a task that ends sends its result
+itself when the lock is free, rather than waking the I/O thread to do it (a thread
+wake-up and a GIL hand-off cost more than a trivial task), and the I/O thread polls the
+socket's file descriptor, not the socket, so that it never touches the socket unlocked.
 
 Sent to kernels as source: standard library, zmq, jupyter_client, dill and IPython only.
 """
@@ -28,7 +32,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from jupyter_client.session import Session
@@ -100,6 +104,9 @@ class Agent:
         self._wake_send: zmq.Socket | None = None
         self._wake_lock = threading.Lock()
         self._woken = False
+        self.io_lock = threading.Lock()
+        self._send_scheduled = False
+        self._router: zmq.Socket | None = None
         self.loop = asyncio.new_event_loop()
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
@@ -120,6 +127,7 @@ class Agent:
         router.setsockopt(zmq.SNDHWM, self.hwm)
         router.setsockopt(zmq.RCVHWM, self.hwm)
         self.port = router.bind_to_random_port(f"tcp://{self.ip}")
+        self._router = router
         wake_recv = self._context.socket(zmq.PAIR)
         wake_recv.bind(f"inproc://elsewhere-wake-{id(self)}")
         self._wake_send = self._context.socket(zmq.PAIR)
@@ -198,7 +206,8 @@ class Agent:
 
     def _io_main(self, router: zmq.Socket, wake: zmq.Socket) -> None:
         poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
+        # The descriptor, not the socket: polling the socket would use it outside the lock.
+        poller.register(cast(int, router.getsockopt(zmq.FD)), zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
         last_load = 0.0
         cpu_mark = (time.monotonic(), time.process_time())
@@ -213,23 +222,44 @@ class Agent:
                     self._woken = False
                     while wake.poll(0):
                         wake.recv()
-            if router in events:
+            with self.io_lock:
+                # The descriptor is edge-triggered and any use of the socket may consume
+                # an edge: look for messages every round, not only when it fired.
                 self._receive(router)
-            while self._comm_inbox:
-                self._handle(router, None, self._comm_inbox.pop(0))
-            self._flush(router)
-            self._escalate_cancels(router)
-            for message in self.link.due_resends():
-                self._send_raw(router, message)
-            now = time.monotonic()
-            if now - last_load > LOAD_INTERVAL and self._connected:
-                wall, cpu = now - cpu_mark[0], time.process_time() - cpu_mark[1]
-                cpu_mark = (now, time.process_time())
-                last_load = now
-                item: Item = {"k": "load", "running": len(self.running), "cpu": round(100 * cpu / wall, 1), "memory": _rss()}
-                self._send(router, [item], [])
-        router.close(linger=0)
+                while self._comm_inbox:
+                    self._handle(router, None, self._comm_inbox.pop(0))
+                self._flush(router)
+                self._escalate_cancels(router)
+                for message in self.link.due_resends():
+                    self._send_raw(router, message)
+                now = time.monotonic()
+                if now - last_load > LOAD_INTERVAL and self._connected:
+                    wall, cpu = now - cpu_mark[0], time.process_time() - cpu_mark[1]
+                    cpu_mark = (now, time.process_time())
+                    last_load = now
+                    item: Item = {"k": "load", "running": len(self.running), "cpu": round(100 * cpu / wall, 1), "memory": _rss()}
+                    self._send(router, [item], [])
+        with self.io_lock:
+            router.close(linger=0)
         wake.close(linger=0)
+
+    def _send_soon(self) -> None:
+        """Send what the outbox holds: now, from this thread, if the socket is free;
+        otherwise the I/O thread does it."""
+        router = self._router
+        if router is not None and self.route == "zmq" and self.io_lock.acquire(blocking=False):
+            try:
+                if not self._stopping.is_set():
+                    self._flush(router)
+                    arrived = bool(cast(int, router.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+                else:
+                    arrived = False
+            finally:
+                self.io_lock.release()
+            if arrived:
+                self._wake()  # the send took the descriptor's edge: the I/O thread reads
+            return
+        self._wake()
 
     def _receive(self, router: zmq.Socket) -> None:
         while True:
@@ -421,7 +451,14 @@ class Agent:
         self.running.pop(task_id, None)
         self._task_envs.pop(task_id, None)
         self.outbox.item(item, frames)
-        self._wake()
+        # After the other tasks that end in this turn of the loop: one message for all.
+        if not self._send_scheduled:
+            self._send_scheduled = True
+            self.loop.call_soon(self._send_results)
+
+    def _send_results(self) -> None:
+        self._send_scheduled = False
+        self._send_soon()
 
     # -- host I/O (the proxy's transport) ------------------------------------------------
 
@@ -470,7 +507,7 @@ class Agent:
         head = self.serializer.dumps(args)
         item = _channel.with_frames({"k": "io", "t": task, "r": rid, "op": op, "na": len(head)}, [*head, *frames])
         self.outbox.item(item, [*head, *frames])
-        self._wake()
+        self._send_soon()
         try:
             while not slot[0].wait(0.05):
                 if self._stopping.is_set():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import zmq
 
@@ -35,14 +35,14 @@ class ZmqRoute:
     cost more per message than a trivial task's whole round trip)."""
 
     def __init__(self, ip: str, port: int, hwm: int) -> None:
-        self.socket = zmq.Context.instance().socket(zmq.DEALER)
+        self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.connect(f"tcp://{ip}:{port}")
         self._loop = asyncio.get_running_loop()
         self._waiter: asyncio.Future[None] | None = None
-        self._fd = self.socket.getsockopt(zmq.FD)
+        self._fd = cast(int, self.socket.getsockopt(zmq.FD))
         self._loop.add_reader(self._fd, self._wake)
 
     def send(self, frames: list[Any]) -> None:
@@ -51,7 +51,7 @@ class ZmqRoute:
         except zmq.ZMQError:
             pass  # the queue is full or the socket closed: the link re-sends
         # zmq's FD is edge-triggered and a send may consume the edge of an arrival.
-        if self._waiter is not None and self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if self._waiter is not None and cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             self._wake()
 
     def _wake(self) -> None:
