@@ -2,7 +2,9 @@
 
 If the kernel can import this package at the same protocol version it uses it;
 otherwise the agent's modules travel as source and are installed under their own names,
-so that pickles naming ``elsewhere.kernel.serialize`` resolve on both sides.
+so that pickles naming ``elsewhere.kernel.serialize`` resolve on both sides. The sources
+(a large cell for IPython to transform and compile) go only in a second request, when
+the first one says the import failed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def _elsewhere_boot(sources, force_source, hwm, route, protocol, python):
                 agent = None
         except ImportError:
             agent = None
+    if agent is None and sources is None:
+        return {{"need_sources": True}}
     if agent is None:
         for name in ("elsewhere", "elsewhere.kernel"):
             package = sys.modules.get(name) if not force_source else None
@@ -55,13 +59,17 @@ del _elsewhere_boot
 """
 
 
-def bootstrap_code(*, hwm: int = 0, route: str = "zmq", force_source: bool = False) -> str:
-    """Python source that starts the agent in a kernel and leaves its info in ``INFO_NAME``."""
+def bootstrap_code(*, hwm: int = 0, route: str = "zmq", force_source: bool = False, sources: bool = False) -> str:
+    """Python source that starts the agent in a kernel and leaves its info in ``INFO_NAME``.
+
+    Without ``sources`` the info is ``{"need_sources": True}`` when the kernel cannot
+    import the agent: ask again with them.
+    """
     here = Path(__file__).parent
-    sources = [(name, (here / f"{name}.py").read_text()) for name in _SHIPPED]
+    shipped = [(name, (here / f"{name}.py").read_text()) for name in _SHIPPED] if sources or force_source else None
     return _TEMPLATE.format(
         info=INFO_NAME,
-        sources=json.dumps(sources),
+        sources=json.dumps(shipped) if shipped is not None else "None",
         force=repr(bool(force_source)),
         hwm=int(hwm),
         route=route,

@@ -7,6 +7,7 @@ import ast
 import contextlib
 import asyncio
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,20 @@ __all__ = ["Worker", "WorkerStartError", "WorkerSpecManager"]
 
 WORKER_KERNEL = "elsewhere-worker"
 
+#: What a worker's Python runs: ipykernel's launcher, but without the debugger, which a
+#: worker never serves and whose import (debugpy) is two-thirds of a kernel's start-up.
+#: debugpy stays importable for the tasks afterwards. Only ipykernel is needed there.
+WORKER_LAUNCHER = """\
+import sys
+if sys.path and sys.path[0] == "":
+    del sys.path[0]
+sys.modules["debugpy"] = None
+import ipykernel.debugger
+del sys.modules["debugpy"]
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()
+"""
+
 
 class WorkerStartError(ElsewhereError):
     """A worker kernel could not be started or turned into a worker."""
@@ -49,7 +64,8 @@ class WorkerSpecManager(KernelSpecManager):
         if kernel_name != WORKER_KERNEL:
             return super().get_kernel_spec(kernel_name)
         return KernelSpec(
-            argv=[self.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            # No input history either: nothing is typed into a worker.
+            argv=[self.python, "-c", WORKER_LAUNCHER, "-f", "{connection_file}", "--HistoryManager.enabled=False"],
             display_name="elsewhere worker",
             language="python",
             interrupt_mode="signal",
@@ -158,7 +174,7 @@ class Worker:
         self.kc = self.km.client()
         self.kc.start_channels()
         try:
-            await self.kc.wait_for_ready(timeout=self.startup_timeout)
+            await self._wait_for_kernel()
         except RuntimeError as exc:
             msg = (
                 f"worker {self.id} (pid {self.pid}) exited before it answered: is ipykernel "
@@ -174,8 +190,39 @@ class Worker:
         self._send_raw(self.link.control())  # introduces us to the agent
         self.state = "idle"
 
+    async def _wait_for_kernel(self) -> None:
+        """Until the kernel answers ``kernel_info`` on its shell channel.
+
+        ``wait_for_ready`` would also wait for iopub to stay quiet for 0.2 s, which the
+        data plane does not need; the comm route, which reads iopub, still uses it.
+        """
+        if self.route_name != "zmq":
+            await self.kc.wait_for_ready(timeout=self.startup_timeout)
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.startup_timeout
+        while True:
+            asked = self.kc.kernel_info()
+            try:
+                while True:  # replies to earlier asks may come first
+                    reply = await self.kc.get_shell_msg(timeout=max(min(1.0, deadline - loop.time()), 0.05))
+                    if reply["parent_header"].get("msg_id") == asked:
+                        return
+            except queue.Empty:
+                pass
+            if self.km is None or not await self.km.is_alive():
+                raise RuntimeError("the kernel died before replying to kernel_info")
+            if loop.time() > deadline:
+                raise RuntimeError(f"the kernel did not reply to kernel_info in {self.startup_timeout:g} s")
+
     async def _bootstrap(self) -> dict[str, Any]:
-        code = bootstrap_code(hwm=self.hwm, route=self.route_name, force_source=self.force_source)
+        info = await self._install_agent(sources=self.force_source)
+        if info.get("need_sources"):
+            info = await self._install_agent(sources=True)
+        return info
+
+    async def _install_agent(self, sources: bool) -> dict[str, Any]:
+        code = bootstrap_code(hwm=self.hwm, route=self.route_name, force_source=self.force_source, sources=sources)
         msg_id = self.kc.execute(code, silent=True, store_history=False, user_expressions={"info": INFO_NAME})
         deadline = asyncio.get_running_loop().time() + self.startup_timeout
         while True:

@@ -105,6 +105,32 @@ def test_agent_sent_as_source_to_a_kernel_without_the_package():
         assert pids[0] == pids[1] == cluster.workers()[0].pid
 
 
+def test_a_kernel_that_cannot_import_the_package_gets_the_agent_as_source(tmp_path):
+    # The worker's Python cannot import elsewhere (a sitecustomize blocks it, whatever
+    # kind of install this is): the host's first request finds that out and the second
+    # sends the agent's source. The worker skipped loading the debugger at start, yet
+    # its tasks can still import debugpy.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import sys\nsys.modules['elsewhere'] = None\n")
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    namespace = {"__name__": "__main__"}
+    exec(
+        "import sys\nasync def agent_origin():\n    import debugpy\n"
+        "    return sys.modules['elsewhere.kernel.agent'].__file__, debugpy.__name__\n",
+        namespace,
+    )
+
+    async def main(cluster):
+        with cluster.distribute():
+            return await asyncio.create_task(namespace["agent_origin"]())
+
+    with Cluster(workers=1, python=str(wrapper)) as cluster:
+        assert asyncio.run(main(cluster)) == ("<elsewhere agent>", "debugpy")
+
+
 @pytest.fixture(scope="session")
 def other_python_with_ipykernel(tmp_path_factory):
     import subprocess
