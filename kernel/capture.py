@@ -68,8 +68,9 @@ class Call:
     #: Argument names in order, for error messages (``where(i, lock=…)``).
     arg_names: tuple[str, ...] = field(default=())
 
-    def summary(self) -> str:
-        return summarize(self.name, self.args, self.kwargs)
+    def summary(self, arguments: str | None = None) -> str:
+        """``crunch(3, path='data/…')``; pass ``arguments()`` if you have it already."""
+        return summarize(self.name, self.arguments() if arguments is None else arguments)
 
     def arguments(self) -> str:
         return summarize_arguments(self.args, self.kwargs)
@@ -226,9 +227,10 @@ def summarize_arguments(args: tuple[Any, ...], kwargs: dict[str, Any], limit: in
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def summarize(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], limit: int = 60) -> str:
-    """``crunch(3, path='data/…')``: a short, readable name for a task."""
-    text = f"{name}({summarize_arguments(args, kwargs)})"
+def summarize(name: str, arguments: str, limit: int = 60) -> str:
+    """``crunch(3, path='data/…')``: a short, readable name for a task, from its name and
+    its ``summarize_arguments``."""
+    text = f"{name}({arguments})"
     return text if len(text) <= limit else text[: limit - 2] + "…)"
 
 

@@ -313,7 +313,8 @@ class Cluster:
             frames = self.serializer.dumps((call.fn, call.args, call.kwargs), files)
         except Exception as exc:
             raise serialization_error(call, exc, self.serializer) from None
-        record = RemoteTask(call.name, call.summary(), frames, sync=sync, options=options, parent=parent, env=env, args=call.arguments())
+        arguments = call.arguments()
+        record = RemoteTask(call.name, call.summary(arguments), frames, sync=sync, options=options, parent=parent, env=env, args=arguments)
         record.files = files
         self._tasks[record.id] = record
         self._emit_task(record)
