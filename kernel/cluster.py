@@ -124,7 +124,8 @@ class Cluster:
         self.io = IOService(io_policy, output=self._io_output)
         self._io_server = IOServer(self.io, self.serializer, self.runtime.loop)
         self._envs: dict[str, dict[str, str]] = {}
-        self._last_env: tuple[dict[str, str], str] = ({}, "")
+        #: The raw environment at the last snapshot, and that snapshot's key.
+        self._last_env: tuple[dict[Any, Any] | None, str] = (None, "")
         self._sys_path: tuple[list[str], list[str]] = ([], [])
         self._workers: dict[str, Worker] = {}
         self._tasks: dict[str, RemoteTask] = {}
@@ -298,12 +299,15 @@ class Cluster:
 
     def environment(self) -> str:
         """Snapshot the host's environment for tasks spawned from now on; its key."""
-        env = dict(os.environ)
-        if env == self._last_env[0]:  # the usual case, and cheaper than hashing it again
+        # The usual case is an environment unchanged since the last spawn. os.environ
+        # decodes every variable on each read; its raw bytes compare at C speed.
+        raw = getattr(os.environ, "_data", None)
+        if isinstance(raw, dict) and raw == self._last_env[0]:
             return self._last_env[1]
+        env = dict(os.environ)
         key = hashlib.sha1(repr(sorted(env.items())).encode()).hexdigest()
         self._envs.setdefault(key, env)
-        self._last_env = (env, key)
+        self._last_env = (dict(raw) if isinstance(raw, dict) else {}, key)
         return key
 
     def prepare(self, call: Any, options: TaskOptions, parent: dict[str, Any], *, sync: bool = False, env: str = "") -> RemoteTask:

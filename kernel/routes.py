@@ -51,25 +51,26 @@ class ZmqRoute:
         except zmq.ZMQError:
             pass  # the queue is full or the socket closed: the link re-sends
         # zmq's FD is edge-triggered and a send may consume the edge of an arrival.
-        if self._waiter is not None and cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        if self._waiter is not None:
             self._wake()
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
+        # Asking for EVENTS also clears the descriptor; left readable, the loop's
+        # level-triggered poll would return at once, round after round.
+        events = cast(int, self.socket.getsockopt(zmq.EVENTS))
+        if events & zmq.POLLIN and self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     async def recv(self) -> list[Any]:
-        while True:
+        # EVENTS first: cheaper than the exception an empty receive raises.
+        while not cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self._waiter = self._loop.create_future()
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                self._waiter = self._loop.create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-                continue
-            return [f.buffer for f in frames]
+                await self._waiter
+            finally:
+                self._waiter = None
+        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        return [f.buffer for f in frames]
 
     def close(self) -> None:
         if not self.socket.closed:
