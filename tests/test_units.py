@@ -206,3 +206,38 @@ def test_late_subscribers_see_every_task_in_order_before_live_events():
     assert len(tasks) == 40_001 and tasks[-1].task == "live"
     assert [e.time for e in tasks] == sorted(e.time for e in tasks)
     assert {e.task for e in tasks if e.state == "done"} == {f"t{i}" for i in range(10_000)}
+
+
+def test_task_output_keeps_the_order_of_streams_and_displays():
+    import contextvars
+    import io
+
+    from elsewhere.kernel.taskoutput import Outbox, TaskStream, current_output
+
+    outbox = Outbox()
+    stdout, stderr = TaskStream(io.StringIO(), "stdout"), TaskStream(io.StringIO(), "stderr")
+
+    def task() -> None:
+        output = outbox.open("t1")
+        current_output.set(output)
+        for i in range(3):
+            print(i, file=stdout)
+        _, chunks, _ = outbox.take()
+        assert chunks == {"t1": [["stream", "stdout", "0\n1\n2\n"]]}  # stdout alone: one entry
+        print("a", file=stdout)
+        print("oops", file=stderr)
+        output.entries.append(("display", {"text/plain": "x"}, {}, {}, False))
+        print("b", end="", file=stdout)
+        stdout.write("c\n")
+        _, chunks, _ = outbox.take()
+        assert chunks == {
+            "t1": [
+                ["stream", "stdout", "a\n"],
+                ["stream", "stderr", "oops\n"],
+                ["display", {"text/plain": "x"}, {}, {}, False],
+                ["stream", "stdout", "bc\n"],
+            ]
+        }
+
+    contextvars.copy_context().run(task)
+    assert stdout._inner.getvalue() == ""  # nothing of the task's went to the kernel's streams
