@@ -75,14 +75,15 @@ class Results:
         return {"workloads": self.workloads, "notes": self.notes}
 
 
-def ideal_cpu_seconds(iterations: int, fallback: float) -> dict[str, float]:
-    """W5's ideal single-task time, measured again here, just before W5 runs.
+def ideal_cpu_seconds(iterations: int, fallback: float) -> dict[str, list[float]]:
+    """Samples of W5's ideal single-task time, taken just before and again just after W5.
 
     The ideal is the time one task takes while ``WORKERS`` of them run at once, each in a
     process of its own: on this machine two vCPUs can share one physical core, so a task
     runs slower beside another than alone, and no system can scale better than that. Its
-    time alone is kept too (``alone_s``). Measured under the same load as the workload it
-    is compared with, the best of two rounds; ``fallback`` for both if measuring fails.
+    time alone is sampled too. The speed of this VM's CPUs drifts by tens of percent
+    within a minute, so ``scaling_figures`` takes the median of the samples from both
+    sides of the workload; ``fallback`` stands in if measuring fails.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -90,27 +91,32 @@ def ideal_cpu_seconds(iterations: int, fallback: float) -> dict[str, float]:
     from . import tasks
 
     try:
-        alone = min(tasks.spin(iterations) for _ in range(2))
+        alone = [tasks.spin(iterations) for _ in range(2)]
         # spawn, not fork: the caller may have threads (a cluster's runtime).
         with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
             list(pool.map(tasks.spin, [1] * WORKERS))  # the processes are up
-            rounds = [list(pool.map(tasks.spin, [iterations] * WORKERS)) for _ in range(2)]
-        together = min(sum(times) / len(times) for times in rounds)
+            together = [t for _ in range(2) for t in pool.map(tasks.spin, [iterations] * WORKERS)]
     except Exception:  # noqa: BLE001 - the runner's calibration is still a fair ideal
-        return {"together_s": fallback, "alone_s": fallback}
+        return {"together_s": [fallback], "alone_s": [fallback]}
     return {"together_s": together, "alone_s": alone}
 
 
-def scaling_figures(count: int, wall: float, inside: list[float], ideal: dict[str, float]) -> dict[str, Any]:
-    """W5's figures: efficiency is the ideal wall time (``count`` tasks of the time one
-    takes beside the others, shared by the workers) over the measured one."""
-    best = count * ideal["together_s"] / WORKERS
+def scaling_figures(
+    count: int, wall: float, inside: list[float], before: dict[str, list[float]], after: dict[str, list[float]]
+) -> dict[str, Any]:
+    """W5's figures. ``efficiency`` is the ideal wall time (``count`` tasks of the time
+    one takes beside the others, shared by the workers) over the measured one; ``busy``
+    is the share of the wall time the workers spent in the tasks themselves."""
+    one = median(before["together_s"] + after["together_s"])
+    best = count * one / WORKERS
     return {
         "efficiency": best / wall,
+        "busy": sum(inside) / (WORKERS * wall),
         "wall_s": wall,
         "ideal_s": best,
-        "one_task_s": ideal["together_s"],
-        "one_task_alone_s": ideal["alone_s"],
+        "one_task_s": one,
+        "one_task_alone_s": median(before["alone_s"] + after["alone_s"]),
+        "one_task_samples_s": {"before": before, "after": after},
         "task_s": inside,
     }
 

@@ -45,6 +45,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("W3", "roundtrip_MBps", "W3 array round trip", "MB/s", False),
     Metric("W4", "lines_per_s", "W4 output", "lines/s", False),
     Metric("W5", "efficiency", "W5 CPU scaling", "eff.", False),
+    Metric("W5", "busy", "W5 workers busy", "share", False),
     Metric("W6", "read_MBps", "W6 host file read", "MB/s", False),
     Metric("W7", "stat_p50_us", "W7 os.stat p50", "µs", True),
 )

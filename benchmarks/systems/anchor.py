@@ -143,11 +143,12 @@ def _measure(anchor: Anchor, params: Params, results: Results) -> None:
 
     with results.guard("W5"):
         count = sizes.cpu_tasks
-        one = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)
+        before = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)
         started = time.perf_counter()
         inside = anchor.run_all(tasks.spin, [(params.spin_iterations,)] * count)
         wall = time.perf_counter() - started
-        results.put("W5", **scaling_figures(count, wall, inside, one))
+        after = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)
+        results.put("W5", **scaling_figures(count, wall, inside, before, after))
 
     with results.guard("W6"):
         started = time.perf_counter()

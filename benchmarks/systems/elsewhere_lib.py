@@ -86,10 +86,13 @@ async def _main(params: Params, results: Results) -> None:
                 mb = array.nbytes / 1e6
                 results.put("W3", arg_MBps=rate(mb, median(into)), roundtrip_MBps=rate(mb, median(back)), MB=mb)
 
-            one = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)  # before the CPU count starts
+            before = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)  # outside the CPU accounting
+            count = sizes.cpu_tasks
+            spun: list[Any] = []
             with results.guard("W5"), profiled("W5"):
-                count = sizes.cpu_tasks
                 t = time.perf_counter()
                 inside = await asyncio.gather(*(tasks.aspin(params.spin_iterations) for _ in range(count)))
-                wall = time.perf_counter() - t
-                results.put("W5", **scaling_figures(count, wall, inside, one))
+                spun[:] = [time.perf_counter() - t, inside]
+            if spun:
+                after = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)
+                results.put("W5", **scaling_figures(count, spun[0], spun[1], before, after))
