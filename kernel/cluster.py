@@ -424,6 +424,7 @@ class Cluster:
     # -- messages from workers -----------------------------------------------------------
 
     def _on_message(self, worker: Worker, items: list[tuple[Item, list[Any]]]) -> None:
+        finished = False
         for item, frames in items:
             kind = item["k"]
             record = self._tasks.get(item.get("t", ""))
@@ -441,12 +442,18 @@ class Cluster:
                 self._io_server.serve(worker, record, item, frames)
             elif kind == "done" and record is not None:
                 self._finish(worker, record, item, frames)
+                finished = True
             elif kind == "load":
                 worker.cpu, worker.memory = item.get("cpu"), item.get("memory")
                 self._emit_worker(worker)
             elif kind == "stuck" and record is not None:
                 reason = f"was restarted because {record.summary} ignored its cancellation"
                 self._owner_spawn(self._restart_worker(worker.id, reason))
+        if finished:
+            # Once per message, not per task: its load changed, and room was made.
+            self._emit_worker(worker)
+            if self._queue:
+                self._drain()  # a call may have been waiting for room
 
     def _io_output(self, task_id: str, stream: str, text: str) -> None:
         """Output of a host process that a task started, shown in the task's cell."""
@@ -471,9 +478,6 @@ class Cluster:
             self._settle(record, "cancelled")
         else:
             self._fail(record, rebuild_remote_error(self.serializer, payload, f"worker {worker.id} (pid {worker.pid})"))
-        self._emit_worker(worker)
-        if self._queue:
-            self._drain()  # a call may have been waiting for room
 
     # -- task records --------------------------------------------------------------------
 
