@@ -436,7 +436,7 @@ class Cluster:
                 record.output.extend(item["o"])
                 for entry in item["o"]:
                     if entry[0] == "stream":
-                        self.io.journal.record_output(record.id, entry[1], entry[2])
+                        self.io.record_output(record.id, entry[1], entry[2])
                 self.sink.publish(record.parent, item["o"])
             elif kind == "io" and record is not None:
                 self._io_server.serve(worker, record, item, frames)

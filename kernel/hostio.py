@@ -111,6 +111,9 @@ class IOService:
         self.output = output
         self.journal = journal if journal is not None else Journal()
         self._tasks: dict[str, _Task] = {}
+        #: Tasks announced by ``task_started`` whose state is not made yet: most tasks
+        #: never do host I/O, and a spawn must stay cheap. Their name and start directory.
+        self._announced: dict[str, tuple[str, str]] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
         self._ask_lock = threading.Lock()
@@ -137,15 +140,24 @@ class IOService:
     # -- the runtime's interface -----------------------------------------------------
 
     def task_started(self, task_id: str, name: str | None = None, cwd: str | None = None) -> None:
-        """Optional: name a task (for prompts and the journal) and fix where it starts."""
+        """Optional: name a task (for prompts and the journal) and fix where it starts.
+        Its state and journal are made on its first request or output."""
         with self._lock:
             self._finished.pop(task_id, None)
             task = self._tasks.get(task_id)
             if task is None:
-                self._tasks[task_id] = _Task(task_id, name or task_id, cwd or self.cwd or os.getcwd())
+                self._announced[task_id] = (name or task_id, cwd or self.cwd or os.getcwd())
             elif name:
                 task.name = name
-        self.journal.begin(task_id, name)
+        if task is not None and name:
+            self.journal.begin(task_id, name)
+
+    def record_output(self, task_id: str, stream: str, text: str) -> None:
+        """Journal what a task printed (the runtime forwards it from the worker)."""
+        if self.journal.get(task_id) is None:
+            announced = self._announced.get(task_id)
+            self.journal.begin(task_id, announced[0] if announced else None)
+        self.journal.record_output(task_id, stream, text)
 
     def handle(self, task_id: str, op: str, args: dict[str, Any], frames: list[Any]) -> tuple[Any, list[Any]]:
         """Perform one request of ``task_id``; journal it; return ``(result, frames)``."""
@@ -168,6 +180,7 @@ class IOService:
         """Close the files and stop the processes ``task_id`` left open."""
         with self._lock:
             task = self._tasks.pop(task_id, None)
+            self._announced.pop(task_id, None)
             self._finished[task_id] = None
             while len(self._finished) > FINISHED_KEPT:
                 self._finished.popitem(last=False)
@@ -187,21 +200,25 @@ class IOService:
 
     def close(self) -> None:
         """``task_done`` for every task."""
-        for task_id in list(self._tasks):
+        for task_id in [*self._tasks, *self._announced]:
             self.task_done(task_id)
 
     def _task(self, task_id: str, op: str) -> _Task:
         with self._lock:
             task = self._tasks.get(task_id)
-            if task is None:
-                if task_id in self._finished:
-                    msg = f"task {task_id} has finished: the host closed its files and processes, so its late {op!r} request is refused"
-                    raise RuntimeError(msg)
-                task = self._tasks[task_id] = _Task(task_id, task_id, self.cwd or os.getcwd())
-            return task
+            if task is not None:
+                return task
+            if task_id in self._finished:
+                msg = f"task {task_id} has finished: the host closed its files and processes, so its late {op!r} request is refused"
+                raise RuntimeError(msg)
+            announced = self._announced.pop(task_id, None)
+            name, cwd = announced if announced is not None else (task_id, self.cwd or os.getcwd())
+            task = self._tasks[task_id] = _Task(task_id, name, cwd)
+        self.journal.begin(task_id, name)
+        return task
 
     def _emit(self, task: _Task, stream: str, text: str) -> None:
-        self.journal.record_output(task.id, stream, text)
+        self.record_output(task.id, stream, text)
         if self.output is not None:
             self.output(task.id, stream, text)
 

@@ -89,7 +89,7 @@ class ElsewhereMagics(Magics):
         args = parse(self.tasks, line)
         cluster = self.host.cluster
         if args.journal:
-            if cluster.io.journal.get(args.journal) is None:
+            if cluster.io.journal.get(args.journal) is None and cluster.task(args.journal) is None:
                 raise UsageError(f"there is no journal for task {args.journal!r}; %tasks --all lists the tasks")
             return Text(cluster.io.journal.render(args.journal))
         if args.task:

@@ -917,6 +917,30 @@ def test_journal_records_and_renders(s: Setup) -> None:
     assert entries[1].payload == ((10, journal.payload_digest(b"journal me")),)
 
 
+def test_a_task_starts_where_the_host_was_when_it_was_spawned(s: Setup) -> None:
+    # A task's host state is made on its first request, but its start directory and
+    # name are the ones it was announced with, not the host's at that first request.
+    sub = s.host / "sub"
+    sub.mkdir()
+    (sub / "where.txt").write_text("in sub")
+    (s.host / "where.txt").write_text("at the top")
+    s.service.cwd = str(sub)
+    s.service.task_started("t1", name="crunch(1)")
+    s.service.cwd = str(s.host)  # the notebook moved on before the task's first request
+    assert s.run(lambda: pathlib.Path("where.txt").read_text()) == "in sub"
+    assert s.service.journal.render("t1").startswith("journal of task t1 (crunch(1), running): 3 calls")
+
+
+def test_a_task_that_only_prints_has_a_journal_under_its_name(s: Setup) -> None:
+    s.service.task_started("t2", name="chatty()")
+    assert s.service.journal.get("t2") is None  # nothing made for a task that did nothing yet
+    s.service.record_output("t2", "stdout", "hello\n")
+    assert s.service.journal.render("t2").startswith("journal of task t2 (chatty(), running): 0 calls, 1 outputs")
+    s.service.task_done("t2")
+    with pytest.raises(RuntimeError, match="task t2 has finished"):
+        s.run(lambda: os.stat("."), task="t2")
+
+
 def test_journal_replay_answers_until_divergence(s: Setup) -> None:
     same_named(s, "data.txt", "abc")
     requests: list[tuple[str, dict, list]] = []

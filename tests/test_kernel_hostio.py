@@ -255,3 +255,18 @@ def test_journal_records_each_operation(host):
         "get_ipython().run_line_magic('tasks', f'--journal {j.remote.id}')\n"
     ).value
     assert "open" in table and "write" in table and "stdout" in table and "stat" in table
+
+
+def test_journal_of_a_task_without_host_io_says_so(host):
+    text = host.ok(
+        "%%distribute\n"
+        "async def quiet():\n"
+        "    return 42\n"
+        "q = asyncio.create_task(quiet())\n"
+        "await q\n"
+        "get_ipython().run_line_magic('tasks', f'--journal {q.remote.id}')\n"
+    ).value
+    assert "no journal for task" in text and "no host I/O recorded" in text
+    result = host.run("%tasks --journal t999999")
+    assert result.error["ename"] == "UsageError"
+    assert "there is no journal for task 't999999'" in result.error["evalue"]
