@@ -39,8 +39,11 @@ import sys
 if sys.path and sys.path[0] == "":
     del sys.path[0]
 sys.modules["debugpy"] = None
-import ipykernel.debugger
-del sys.modules["debugpy"]
+try:
+    import ipykernel.debugger
+except ImportError:
+    pass
+sys.modules.pop("debugpy", None)
 from ipykernel import kernelapp
 kernelapp.launch_new_instance()
 """
