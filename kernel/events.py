@@ -1,7 +1,8 @@
 """The runtime's event stream: every state change of a worker or a task is one event.
 
 The widget, ``%tasks`` and the tests read this one stream; none of them reach into the
-runtime's internals. Events are frozen records so that a subscriber can keep them.
+runtime's internals. Events are frozen records so that a subscriber can keep them, with
+slots: tens of thousands are kept, and each is one object for the garbage collector.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ TASK_STATES = ("pending", "placed", "running", "done", "failed", "cancelled")
 WORKER_STATES = ("starting", "idle", "busy", "lost", "stopped")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WorkerEvent:
     """A worker changed state (or reported its load)."""
 
@@ -34,7 +35,7 @@ class WorkerEvent:
     time: float = field(default_factory=time.time)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskEvent:
     """A task changed state. ``cell`` is the msg_id of the cell that spawned it."""
 
