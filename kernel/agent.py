@@ -9,11 +9,17 @@ signed with the kernel's key. Two threads, neither of them the kernel's main thr
 - the task thread runs an asyncio loop on which every task runs (a sync call from the
   host's executor path runs in this loop's thread pool).
 
-So a task stuck in a CPU loop never stops cancels or output from flowing. The socket and
-the link belong to whichever thread holds ``io_lock``: a task that ends sends its result
-itself when the lock is free, rather than waking the I/O thread to do it (a thread
-wake-up and a GIL hand-off cost more than a trivial task), and the I/O thread polls the
-socket's file descriptor, not the socket, so that it never touches the socket unlocked.
+So a task stuck in a CPU loop never stops cancels or output from flowing.
+
+The socket and the link belong to whichever thread holds ``io_lock``; a thread wake-up
+and a GIL hand-off cost more than a trivial task, so the thread at hand does the work:
+- the task loop watches the socket's descriptor while it is idle and starts the spawns
+  it reads at once; a task that ends sends its result itself;
+- a thread waiting for a host I/O answer reads the socket while it waits;
+- the I/O thread reads it on its rounds (every 10 ms while tasks run), which is what
+  reaches a loop that a task keeps busy.
+Whoever uses the socket reads what has arrived before letting go of it: zmq's descriptor
+signals changes, not readiness, and a send can take the signal of an arrival.
 
 Sent to kernels as source: standard library, zmq, jupyter_client, dill and IPython only.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import select
 import ctypes
 import faulthandler
 import inspect
@@ -108,6 +115,7 @@ class Agent:
         self._send_scheduled = False
         self._router: zmq.Socket | None = None
         self.loop = asyncio.new_event_loop()
+        self._loop_thread: int | None = None
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
         self._spawns: list[tuple[Item, list[Any]]] = []
@@ -128,6 +136,7 @@ class Agent:
         router.setsockopt(zmq.RCVHWM, self.hwm)
         self.port = router.bind_to_random_port(f"tcp://{self.ip}")
         self._router = router
+        self._fd = cast(int, router.getsockopt(zmq.FD))
         wake_recv = self._context.socket(zmq.PAIR)
         wake_recv.bind(f"inproc://elsewhere-wake-{id(self)}")
         self._wake_send = self._context.socket(zmq.PAIR)
@@ -146,7 +155,9 @@ class Agent:
             pass
         if self.route == "comm":
             self._open_comm_target()
-        threading.Thread(target=self.loop.run_forever, name="elsewhere-tasks", daemon=True).start()
+        if self.route == "zmq":
+            self.loop.add_reader(self._fd, self._loop_readable)
+        threading.Thread(target=self._loop_main, name="elsewhere-tasks", daemon=True).start()
         threading.Thread(target=self._io_main, args=(router, wake_recv), name="elsewhere-io", daemon=True).start()
         return self.port
 
@@ -192,7 +203,16 @@ class Agent:
             from IPython import get_ipython
 
             get_ipython().display_pub = self._saved["display_pub"]
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.loop.call_soon_threadsafe(self._stop_loop)
+
+    def _loop_main(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self.loop.run_forever()
+
+    def _stop_loop(self) -> None:
+        if self.route == "zmq":
+            self.loop.remove_reader(self._fd)
+        self.loop.stop()
 
     def _wake(self) -> None:
         # One wake-up is enough until the I/O thread takes it: results that finish
@@ -206,16 +226,11 @@ class Agent:
 
     def _io_main(self, router: zmq.Socket, wake: zmq.Socket) -> None:
         poller = zmq.Poller()
-        # The descriptor, not the socket: polling the socket would use it outside the lock.
-        poller.register(cast(int, router.getsockopt(zmq.FD)), zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
         last_load = 0.0
         cpu_mark = (time.monotonic(), time.process_time())
         while not self._stopping.is_set():
             busy = self.outbox.pending() or self.link.ack_owed or bool(self.link.unacked)
-            if self._spawns:
-                spawns, self._spawns = self._spawns, []
-                self.loop.call_soon_threadsafe(self._start_tasks, spawns)
             events = dict(poller.poll(int(FLUSH_INTERVAL * 1000) if busy or self.running else 200))
             if wake in events:
                 with self._wake_lock:
@@ -223,8 +238,6 @@ class Agent:
                     while wake.poll(0):
                         wake.recv()
             with self.io_lock:
-                # The descriptor is edge-triggered and any use of the socket may consume
-                # an edge: look for messages every round, not only when it fired.
                 self._receive(router)
                 while self._comm_inbox:
                     self._handle(router, None, self._comm_inbox.pop(0))
@@ -239,27 +252,74 @@ class Agent:
                     last_load = now
                     item: Item = {"k": "load", "running": len(self.running), "cpu": round(100 * cpu / wall, 1), "memory": _rss()}
                     self._send(router, [item], [])
+                spawns = self._release_socket(router)
+            # Handed to the task thread as this thread goes back to sleep, so that the
+            # task thread does not wait for the GIL while this one finishes its round.
+            self._hand_over(spawns)
         with self.io_lock:
             router.close(linger=0)
         wake.close(linger=0)
+
+    def _release_socket(self, router: zmq.Socket) -> list[tuple[Item, list[Any]]]:
+        """Read what arrived while the socket was in use (see the module's docstring);
+        the spawns read so far, for the caller to hand to the task loop. Holds io_lock."""
+        self._receive(router)
+        spawns, self._spawns = self._spawns, []
+        return spawns
+
+    def _hand_over(self, spawns: list[tuple[Item, list[Any]]]) -> None:
+        if not spawns:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self.loop.call_soon(self._start_tasks, spawns)
+        else:
+            self.loop.call_soon_threadsafe(self._start_tasks, spawns)
+
+    def _loop_readable(self) -> None:
+        """The task loop was idle and the socket's descriptor fired: read, start at once."""
+        router = self._router
+        if router is None:
+            return
+        with self.io_lock:
+            if self._stopping.is_set():
+                return
+            spawns = self._release_socket(router)
+        if spawns:
+            self._start_tasks(spawns)
 
     def _send_soon(self) -> None:
         """Send what the outbox holds: now, from this thread, if the socket is free;
         otherwise the I/O thread does it."""
         router = self._router
         if router is not None and self.route == "zmq" and self.io_lock.acquire(blocking=False):
+            spawns: list[tuple[Item, list[Any]]] = []
             try:
                 if not self._stopping.is_set():
                     self._flush(router)
-                    arrived = bool(cast(int, router.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
-                else:
-                    arrived = False
+                    spawns = self._release_socket(router)
             finally:
                 self.io_lock.release()
-            if arrived:
-                self._wake()  # the send took the descriptor's edge: the I/O thread reads
+            self._hand_over(spawns)
             return
         self._wake()
+
+    def _read_while_waiting(self, done: threading.Event, timeout: float) -> None:
+        """A thread that waits for the host's answer reads the socket meanwhile: the task
+        loop it may be blocking cannot, and the I/O thread only looks every 10 ms."""
+        router = self._router
+        if router is None or self.route != "zmq":
+            done.wait(timeout)
+            return
+        try:
+            select.select([self._fd], [], [], timeout)
+        except (OSError, ValueError):  # the socket closed: the worker is stopping
+            done.wait(timeout)
+            return
+        spawns: list[tuple[Item, list[Any]]] = []
+        with self.io_lock:
+            if not self._stopping.is_set():
+                spawns = self._release_socket(router)
+        self._hand_over(spawns)
 
     def _receive(self, router: zmq.Socket) -> None:
         # EVENTS first: cheaper than the exception an empty receive raises.
@@ -307,8 +367,7 @@ class Agent:
                         sys.path.insert(0, path)
             elif kind == "stop":
                 self._stopping.set()
-        # Handed to the task thread just before this thread sleeps (see _io_main), so
-        # that the task thread does not wait for the GIL while this one finishes its round.
+        # Started by whichever thread lets go of the socket (see _release_socket).
         self._spawns.extend(spawns)
 
     def _flush(self, router: zmq.Socket) -> None:
@@ -370,7 +429,7 @@ class Agent:
         """Raise CancelledError inside the thread that runs a task ignoring its cancel."""
         if running.thread is not None:
             target = running.thread
-        elif running.task is not None and asyncio.current_task(self.loop) is running.task:
+        elif running.task is not None and asyncio.current_task(self.loop) is running.task and self._loop_thread:
             target = self._loop_thread
         else:
             return
@@ -379,7 +438,6 @@ class Agent:
     # -- task thread -----------------------------------------------------------------
 
     def _start_tasks(self, spawns: list[tuple[Item, list[Any]]]) -> None:
-        self._loop_thread = threading.get_ident()
         for item, payload in spawns:
             task_id = item["t"]
             running = self.running.get(task_id)
@@ -507,9 +565,10 @@ class Agent:
         self.outbox.item(item, [*head, *frames])
         self._send_soon()
         try:
-            while not slot[0].wait(0.05):
+            while not slot[0].is_set():
                 if self._stopping.is_set():
                     raise ConnectionError(f"the worker stopped while {op} waited for the host")
+                self._read_while_waiting(slot[0], 0.05)
         finally:
             self._io_waits.pop(rid, None)
         ok, reply, count = slot[1], slot[2], slot[3]

@@ -1022,7 +1022,7 @@ def test_fingerprints_are_stable() -> None:
 # -- performance and surface --------------------------------------------------------------
 
 
-def test_sequential_read_throughput(s: Setup) -> None:
+def test_sequential_reads_of_a_large_file_arrive_whole(s: Setup) -> None:
     size = 200 << 20
     with open(s.host / "big.bin", "wb") as f:
         f.truncate(size)
@@ -1043,10 +1043,9 @@ def test_sequential_read_throughput(s: Setup) -> None:
         return streamed, time.perf_counter() - start
 
     streamed, whole = s.run(task)
+    # The speed is W6's in the benchmarks; here only that it all arrives, both ways.
     rates = (size / streamed / 1e6, size / whole / 1e6)
     print(f"\nin-process proxy: read(1 MiB) loop {rates[0]:.0f} MB/s, read() {rates[1]:.0f} MB/s")
-    if not sys.flags.dev_mode:  # -X dev's debug allocator makes every copy slow
-        assert min(rates) > 100, f"sequential reads at {rates} MB/s: something copies per byte"
 
 
 def test_public_names() -> None:

@@ -192,9 +192,9 @@ def test_a_late_subscriber_gets_the_history():
 
 
 def test_ten_thousand_tasks_are_aggregated_not_listed():
+    # What a view of many tasks shows; how fast it is belongs to the benchmarks, not here.
     model = two_workers(chips=12)
     n = 10_000
-    started = time.perf_counter()
     for i in range(n):
         model.apply(task(f"t{i}", "pending", T0))
     for i in range(n):
@@ -203,13 +203,7 @@ def test_ten_thousand_tasks_are_aggregated_not_listed():
         model.apply(task(f"t{i}", "running", T0 + 0.002 + i * 1e-4, worker=f"w{i % 2 + 1}"))
     for i in range(n - 300):
         model.apply(task(f"t{i}", "done", T0 + 1 + i * 1e-4, worker=f"w{i % 2 + 1}"))
-    feeding = time.perf_counter() - started
-    assert feeding / (4 * n) < 50e-6, f"{feeding / (4 * n) * 1e6:.1f} µs per event is too slow for the runtime thread"
-
-    started = time.perf_counter()
     state = model.snapshot(T0 + 3)
-    drawing = time.perf_counter() - started
-    assert drawing < 0.25, f"one frame took {drawing:.3f}s"
     assert state.progress is not None
     assert (state.progress.total, state.progress.finished, state.progress.counts["running"]) == (n, n - 300, 300)
     for lane in state.lanes:
