@@ -282,6 +282,9 @@ class Agent:
             return
         with self.io_lock:
             if self._stopping.is_set():
+                # Left unread, the descriptor would fire again at once, turn after turn.
+                self.loop.remove_reader(self._fd)
+                self._wake()
                 return
             spawns = self._release_socket(router)
         if spawns:
@@ -311,8 +314,10 @@ class Agent:
             done.wait(timeout)
             return
         try:
-            select.select([self._fd], [], [], timeout)
-        except (OSError, ValueError):  # the socket closed: the worker is stopping
+            poll = select.poll()
+            poll.register(self._fd, select.POLLIN)
+            poll.poll(timeout * 1000)
+        except OSError:  # the socket closed: the worker is stopping
             done.wait(timeout)
             return
         spawns: list[tuple[Item, list[Any]]] = []
@@ -367,6 +372,7 @@ class Agent:
                         sys.path.insert(0, path)
             elif kind == "stop":
                 self._stopping.set()
+                self._wake()
         # Started by whichever thread lets go of the socket (see _release_socket).
         self._spawns.extend(spawns)
 
