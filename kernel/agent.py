@@ -27,6 +27,7 @@ Sent to kernels as source: standard library, zmq, jupyter_client, dill and IPyth
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import select
 import ctypes
@@ -52,7 +53,7 @@ from .taskoutput import Outbox, TaskStream, current_output, current_task, displa
 __all__ = ["Agent", "start", "PROTOCOL"]
 
 #: Bumped whenever host and agent would misunderstand each other.
-PROTOCOL = 2
+PROTOCOL = 3
 #: The comm target of the fallback route.
 COMM_TARGET = "elsewhere"
 #: Output is sent at least this often while a task prints.
@@ -118,7 +119,14 @@ class Agent:
         self._loop_thread: int | None = None
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
-        self._spawns: list[tuple[Item, list[Any]]] = []
+        #: New spawns were read since the task loop was last told (guarded by io_lock).
+        self._spawned = False
+        # Spawns not started yet: the loop starts one per turn, so that a task that
+        # keeps the loop busy leaves the rest here, where the host can take them back
+        # for an idle worker (``steal``). Any thread may take from it, under the lock.
+        self._pending: collections.deque[tuple[Item, list[Any]]] = collections.deque()
+        self._pending_lock = threading.Lock()
+        self._starting = False
         # Host I/O: requests in flight, environments by key, the proxy and its users.
         self._io_waits: dict[int, list[Any]] = {}
         self._io_ids = itertools.count(1)
@@ -252,28 +260,29 @@ class Agent:
                     last_load = now
                     item: Item = {"k": "load", "running": len(self.running), "cpu": round(100 * cpu / wall, 1), "memory": _rss()}
                     self._send(router, [item], [])
-                spawns = self._release_socket(router)
-            # Handed to the task thread as this thread goes back to sleep, so that the
-            # task thread does not wait for the GIL while this one finishes its round.
-            self._hand_over(spawns)
+                spawned = self._release_socket(router)
+            # The task thread is told as this thread goes back to sleep, so that it does
+            # not wait for the GIL while this one finishes its round.
+            self._hand_over(spawned)
         with self.io_lock:
             router.close(linger=0)
         wake.close(linger=0)
 
-    def _release_socket(self, router: zmq.Socket) -> list[tuple[Item, list[Any]]]:
+    def _release_socket(self, router: zmq.Socket) -> bool:
         """Read what arrived while the socket was in use (see the module's docstring);
-        the spawns read so far, for the caller to hand to the task loop. Holds io_lock."""
+        whether spawns came since the task loop was last told. Holds io_lock."""
         self._receive(router)
-        spawns, self._spawns = self._spawns, []
-        return spawns
+        spawned, self._spawned = self._spawned, False
+        return spawned
 
-    def _hand_over(self, spawns: list[tuple[Item, list[Any]]]) -> None:
-        if not spawns:
+    def _hand_over(self, spawned: bool) -> None:
+        """Tell the task loop that spawns are pending."""
+        if not spawned:
             return
         if threading.get_ident() == self._loop_thread:
-            self.loop.call_soon(self._start_tasks, spawns)
+            self.loop.call_soon(self._start_pending)
         else:
-            self.loop.call_soon_threadsafe(self._start_tasks, spawns)
+            self.loop.call_soon_threadsafe(self._start_pending)
 
     def _loop_readable(self) -> None:
         """The task loop was idle and the socket's descriptor fired: read, start at once."""
@@ -286,23 +295,23 @@ class Agent:
                 self.loop.remove_reader(self._fd)
                 self._wake()
                 return
-            spawns = self._release_socket(router)
-        if spawns:
-            self._start_tasks(spawns)
+            spawned = self._release_socket(router)
+        if spawned:
+            self._start_pending()
 
     def _send_soon(self) -> None:
         """Send what the outbox holds: now, from this thread, if the socket is free;
         otherwise the I/O thread does it."""
         router = self._router
         if router is not None and self.route == "zmq" and self.io_lock.acquire(blocking=False):
-            spawns: list[tuple[Item, list[Any]]] = []
+            spawned = False
             try:
                 if not self._stopping.is_set():
                     self._flush(router)
-                    spawns = self._release_socket(router)
+                    spawned = self._release_socket(router)
             finally:
                 self.io_lock.release()
-            self._hand_over(spawns)
+            self._hand_over(spawned)
             return
         self._wake()
 
@@ -320,11 +329,11 @@ class Agent:
         except OSError:  # the socket closed: the worker is stopping
             done.wait(timeout)
             return
-        spawns: list[tuple[Item, list[Any]]] = []
+        spawned = False
         with self.io_lock:
             if not self._stopping.is_set():
-                spawns = self._release_socket(router)
-        self._hand_over(spawns)
+                spawned = self._release_socket(router)
+        self._hand_over(spawned)
 
     def _receive(self, router: zmq.Socket) -> None:
         # EVENTS first: cheaper than the exception an empty receive raises.
@@ -370,11 +379,17 @@ class Agent:
                 for path in reversed(item["p"]):
                     if path not in sys.path:
                         sys.path.insert(0, path)
+            elif kind == "steal":
+                self._give_back(int(item.get("n", 1)))
             elif kind == "stop":
                 self._stopping.set()
                 self._wake()
-        # Started by whichever thread lets go of the socket (see _release_socket).
-        self._spawns.extend(spawns)
+        if spawns:
+            # Pending from now on, where the host may take them back; whichever thread
+            # lets go of the socket tells the task loop (see _release_socket).
+            with self._pending_lock:
+                self._pending.extend(spawns)
+            self._spawned = True
 
     def _flush(self, router: zmq.Socket) -> None:
         if not self.link.window_open:
@@ -443,21 +458,50 @@ class Agent:
 
     # -- task thread -----------------------------------------------------------------
 
-    def _start_tasks(self, spawns: list[tuple[Item, list[Any]]]) -> None:
-        for item, payload in spawns:
-            task_id = item["t"]
-            running = self.running.get(task_id)
-            if running is None:
-                continue
-            context = contextvars.copy_context()
-            context.run(current_task.set, task_id)
-            context.run(current_output.set, self.outbox.open(task_id))
-            if running.io == "host":
-                self._host_io_started()
-            coro = self._run(task_id, payload, bool(item.get("sync")), running)
-            running.task = context.run(self.loop.create_task, coro)
-            if running.cancel_at is not None:
-                running.task.cancel()
+    def _start_pending(self) -> None:
+        if not self._starting:
+            self._starting = True
+            self._start_next()
+
+    def _start_next(self) -> None:
+        """Start the next pending spawn, and the one after it in the loop's next turn:
+        after this one's first step, so a CPU-bound task leaves the rest pending."""
+        with self._pending_lock:
+            if not self._pending:
+                self._starting = False
+                return
+            item, payload = self._pending.popleft()
+        self.loop.call_soon(self._start_next)
+        task_id = item["t"]
+        running = self.running.get(task_id)
+        if running is None:
+            return
+        context = contextvars.copy_context()
+        context.run(current_task.set, task_id)
+        context.run(current_output.set, self.outbox.open(task_id))
+        if running.io == "host":
+            self._host_io_started()
+        coro = self._run(task_id, payload, bool(item.get("sync")), running)
+        running.task = context.run(self.loop.create_task, coro)
+        if running.cancel_at is not None:
+            running.task.cancel()
+
+    def _movable(self, item: Item) -> bool:
+        running = self.running.get(item["t"])
+        return not item.get("sync") and running is not None and running.cancel_at is None
+
+    def _give_back(self, count: int) -> None:
+        """The host asks for up to ``count`` spawns that have not started, for an idle
+        worker: the newest pending coroutines, unless cancelled. Always answered."""
+        with self._pending_lock:
+            back = [entry for entry in reversed(self._pending) if self._movable(entry[0])][:count]
+            for entry in back:
+                self._pending.remove(entry)
+        for item, _ in back:
+            self.running.pop(item["t"], None)
+            self._task_envs.pop(item["t"], None)
+        self.outbox.item({"k": "back", "ts": [item["t"] for item, _ in back]}, [])
+        self._wake()
 
     async def _run(self, task_id: str, payload: list[Any], sync: bool, running: _Running) -> None:
         try:

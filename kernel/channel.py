@@ -43,9 +43,10 @@ GAP_REPORT_INTERVAL = 0.05
 class Item(TypedDict, total=False):
     """One unit of work or news in a data message.
 
-    ``k`` is the kind: host to agent ``spawn``, ``cancel``; agent to host ``out``,
-    ``done``, ``load``, ``stuck``. ``t`` names the task, ``nb`` counts the item's frames
-    among the message buffers and ``h`` holds the digest of its first frame.
+    ``k`` is the kind: host to agent ``spawn``, ``cancel``, ``steal``; agent to host
+    ``run``, ``out``, ``done``, ``back``, ``load``, ``stuck``. ``t`` names the task,
+    ``nb`` counts the item's frames among the message buffers and ``h`` holds the
+    digest of its first frame.
     """
 
     k: str
@@ -75,6 +76,9 @@ class Item(TypedDict, total=False):
     op: str
     na: int
     nr: int
+    # steal (host to agent): how many unstarted tasks to give back; back: the ones given
+    n: int
+    ts: list[str]
     # load
     running: int
     cpu: float

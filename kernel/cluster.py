@@ -443,6 +443,9 @@ class Cluster:
             elif kind == "done" and record is not None:
                 self._finish(worker, record, item, frames)
                 finished = True
+            elif kind == "back":
+                self._taken_back(worker, item.get("ts", []))
+                finished = True
             elif kind == "load":
                 worker.cpu, worker.memory = item.get("cpu"), item.get("memory")
                 self._emit_worker(worker)
@@ -454,6 +457,43 @@ class Cluster:
             self._emit_worker(worker)
             if self._queue:
                 self._drain()  # a call may have been waiting for room
+            if not worker.running:
+                self._steal_for(worker)
+
+    def _steal_for(self, idle: Worker) -> None:
+        """An idle worker takes work a busy one has not started: coroutines are placed
+        when spawned, and a worker that a task keeps busy (or a slower CPU) would
+        otherwise hold the rest of its share while this one waits."""
+        best: Worker | None = None
+        waiting = 0
+        for worker in self._workers.values():
+            if worker is idle or not worker.ready or worker.stealing:
+                continue
+            count = sum(1 for r in worker.running.values() if r.state == "placed" and not r.sync and r.options.on is None)
+            if count > waiting:
+                best, waiting = worker, count
+        if best is not None:
+            best.stealing = True
+            best.send([{"k": "steal", "n": max(1, waiting // 2)}], [])
+
+    def _taken_back(self, worker: Worker, task_ids: list[str]) -> None:
+        """Tasks a worker gave back unstarted: placed again, first in line."""
+        worker.stealing = False
+        again = []
+        for task_id in task_ids:
+            record = self._tasks.get(task_id)
+            if record is None or record.done or record.worker != worker.id:
+                continue
+            worker.release(record)
+            if record.cancel_requested:
+                self._settle(record, "cancelled")
+                continue
+            record.state, record.worker = "pending", None
+            self._emit_task(record)
+            again.append(record)
+        if again:
+            with self._queue_lock:
+                self._queue.extendleft(reversed(again))
 
     def _io_output(self, task_id: str, stream: str, text: str) -> None:
         """Output of a host process that a task started, shown in the task's cell."""

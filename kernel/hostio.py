@@ -145,10 +145,11 @@ class IOService:
         with self._lock:
             self._finished.pop(task_id, None)
             task = self._tasks.get(task_id)
-            if task is None:
+            if task is not None:
+                if name:
+                    task.name = name
+            elif task_id not in self._announced:  # a task placed again keeps its start
                 self._announced[task_id] = (name or task_id, cwd or self.cwd or os.getcwd())
-            elif name:
-                task.name = name
         if task is not None and name:
             self.journal.begin(task_id, name)
 

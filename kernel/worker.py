@@ -107,6 +107,8 @@ class Worker:
         self.files: set[str] = set()
         self.running: dict[str, RemoteTask] = {}
         self.sync_running = 0
+        #: A request to give back unstarted tasks is on its way (one at a time).
+        self.stealing = False
         self.cpu: float | None = None
         self.memory: int | None = None
         self.hwm = hwm

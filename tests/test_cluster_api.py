@@ -131,6 +131,39 @@ def test_a_kernel_that_cannot_import_the_package_gets_the_agent_as_source(tmp_pa
         assert asyncio.run(main(cluster)) == ("<elsewhere agent>", "debugpy")
 
 
+def test_an_idle_worker_takes_the_tasks_a_busy_one_has_not_started():
+    # A coroutine that never yields keeps its worker's loop busy. Of the four tasks
+    # spawned next, least-loaded placement puts two behind it; the other worker runs
+    # its own two, then takes those back from the busy one and runs them too.
+    namespace = {"__name__": "__main__"}
+    exec(
+        "import os, time\n"
+        "async def spin(seconds):\n"
+        "    end = time.monotonic() + seconds\n"
+        "    while time.monotonic() < end:\n"
+        "        pass\n"
+        "    return os.getpid()\n",
+        namespace,
+    )
+    spin = namespace["spin"]
+
+    async def main(cluster):
+        with cluster.distribute():
+            hog = asyncio.create_task(spin(60))
+            while cluster.task(hog.remote.id).state != "running":
+                await asyncio.sleep(0.02)
+            crunched = asyncio.gather(*(spin(0.2) for _ in range(4)))
+            pids = await asyncio.wait_for(crunched, 20)
+            hog.cancel()
+            return hog.worker, pids
+
+    with Cluster(workers=2) as cluster:
+        cluster.wait_ready(2, timeout=60)
+        busy, pids = asyncio.run(main(cluster))
+        other = [w.pid for w in cluster.workers() if w.id != busy]
+        assert pids == other * 4
+
+
 @pytest.fixture(scope="session")
 def other_python_with_ipykernel(tmp_path_factory):
     import subprocess
