@@ -467,10 +467,12 @@ class Agent:
         """Start the next pending spawn, and the one after it in the loop's next turn:
         after this one's first step, so a CPU-bound task leaves the rest pending."""
         with self._pending_lock:
-            if not self._pending:
-                self._starting = False
-                return
-            item, payload = self._pending.popleft()
+            entry = self._pending.popleft() if self._pending else None
+        if entry is None:
+            self._starting = False
+            self._send_results()  # what the burst's quick tasks left in the outbox
+            return
+        item, payload = entry
         self.loop.call_soon(self._start_next)
         task_id = item["t"]
         running = self.running.get(task_id)
@@ -564,6 +566,10 @@ class Agent:
 
     def _send_results(self) -> None:
         self._send_scheduled = False
+        if self._pending:
+            # More tasks start right behind this one: their results go in the same
+            # message, sent when the last has started (or by the I/O thread's round).
+            return
         self._send_soon()
 
     # -- host I/O (the proxy's transport) ------------------------------------------------
