@@ -131,6 +131,17 @@ def test_link_rejects_forged_messages_and_tampered_payloads():
     item = with_frames({"k": "spawn", "t": "t1"}, [b"payload"])
     with pytest.raises(ValueError, match="fails its digest"):
         split_items([item], [b"tampered"])
+    session = Session(key=b"right")
+    message = good.pack([{"k": "out", "t": "t1"}], [b"buffer"])
+    assert good.unpack(message)[1] == [b"buffer"]
+    marker, signature, body = message[:3]
+    assert good.unpack([b"something else", signature, body]) is None  # not a data message
+    assert good.unpack([marker, signature]) is None  # cut short
+    assert good.unpack([marker, signature, body.replace(b"t1", b"t2")]) is None  # altered
+    not_json = b"{not json"
+    assert good.unpack([marker, session.sign([not_json]), not_json]) is None
+    not_a_dict = b"[1, 2]"
+    assert good.unpack([marker, session.sign([not_a_dict]), not_a_dict]) is None
 
 
 def test_placement_policies():
