@@ -421,7 +421,7 @@ class PlacementModel:
                 continue
             if info.elapsed(now) < threshold:
                 break
-            found.append(ChipState(info.id, info.name or info.id, info.state, info.worker, info.elapsed(now), True))
+            found.append(self._chip(info, now, {info.id}))
             if len(found) >= self.chips:
                 break
         return tuple(found)
