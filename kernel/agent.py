@@ -470,7 +470,9 @@ class Agent:
             entry = self._pending.popleft() if self._pending else None
         if entry is None:
             self._starting = False
-            self._send_results()  # what the burst's quick tasks left in the outbox
+            # After the first step of the task started last (already scheduled): a task
+            # that ends there sends "run" and "done" in one message, not two.
+            self._schedule_send()
             return
         item, payload = entry
         self.loop.call_soon(self._start_next)
@@ -560,6 +562,9 @@ class Agent:
         self._task_envs.pop(task_id, None)
         self.outbox.item(item, frames)
         # After the other tasks that end in this turn of the loop: one message for all.
+        self._schedule_send()
+
+    def _schedule_send(self) -> None:
         if not self._send_scheduled:
             self._send_scheduled = True
             self.loop.call_soon(self._send_results)
