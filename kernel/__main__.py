@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -35,14 +36,24 @@ def main() -> int:
     # Workers start first, while this process is still importing ipykernel: a fresh
     # kernel's first distributed cell then waits less. The kernel adopts them once its
     # configuration is loaded (and resizes or replaces them if that says otherwise).
-    from .cluster import Cluster, default_worker_count
+    from .workercount import default_worker_count
 
     try:
         count = default_worker_count()
     except ValueError:
         count = None  # reported by the kernel, which then picks its own
     launched = any(arg == "-f" or arg.startswith("--f=") for arg in sys.argv[1:])  # by Jupyter, not --help
-    prestarted = Cluster(workers=count).start() if count and launched else None
+    prestarted = None
+    if count and launched:
+        from . import prefork
+
+        # Processes that become the worker kernels, forked while this one has a single
+        # thread and the modules they need, not yet its own. Nothing of this function
+        # runs in them: they leave it by exiting.
+        prefork.fork_waiting(count)
+        from .cluster import Cluster
+
+        prestarted = Cluster(workers=count).start()
 
     from ipykernel.kernelapp import IPKernelApp
 

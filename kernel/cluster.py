@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from . import prefork
 from .capture import serialization_error
 from .channel import Item, with_frames
 from .errors import NoWorkers, SerializationError, WorkerLost, rebuild_remote_error
@@ -30,8 +31,9 @@ from .runtime import RuntimeThread, TaskOwner
 from .serialize import Serializer, writable
 from .tasks import RemoteTask, TaskOptions, Waiters
 from .worker import Worker, WorkerStartError
+from .workercount import default_worker_count
 
-__all__ = ["Cluster", "WorkerInfo", "default_worker_count"]
+__all__ = ["Cluster", "WorkerInfo"]
 
 log = logging.getLogger("elsewhere")
 
@@ -47,21 +49,6 @@ LIVENESS_INTERVAL = 0.25
 FINISHED_OUTPUT_KEPT = 64 << 20
 #: Finished tasks remembered for ``%tasks`` and the widget.
 FINISHED_KEPT = 10_000
-
-
-def default_worker_count() -> int:
-    """``ELSEWHERE_WORKERS`` if set, else the number of CPUs."""
-    value = os.environ.get("ELSEWHERE_WORKERS")
-    if value:
-        try:
-            count = int(value)
-        except ValueError:
-            count = 0
-        if count < 0 or str(count) != value.strip():
-            msg = f"ELSEWHERE_WORKERS={value!r} is not a whole number of workers; set it to e.g. 4"
-            raise ValueError(msg)
-        return count
-    return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -161,6 +148,7 @@ class Cluster:
 
     def close(self, timeout: float = 30) -> None:
         """Stop every worker kernel and the runtime thread. Safe to call twice."""
+        prefork.discard()  # the start-up is long over: processes still waiting are not needed
         if self.closed or not self.started:
             self.closed = True
             return

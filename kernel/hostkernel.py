@@ -14,7 +14,7 @@ from typing import Any
 from ipykernel.ipkernel import IPythonKernel
 from traitlets import Bool, Integer, List, Unicode, default
 
-from .cluster import default_worker_count
+from .workercount import default_worker_count
 from .cluster import Cluster
 from .host import Host
 from .output import IOPubSink

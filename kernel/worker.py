@@ -21,6 +21,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 from traitlets import Unicode
 
+from . import prefork
 from .bootstrap import INFO_NAME, bootstrap_code
 from .channel import ACK_DELAY, Item, Link, split_items
 from .errors import ElsewhereError
@@ -34,7 +35,7 @@ WORKER_KERNEL = "elsewhere-worker"
 #: What a worker's Python runs: ipykernel's launcher, but without the debugger, which a
 #: worker never serves and whose import (debugpy) is two-thirds of a kernel's start-up.
 #: debugpy stays importable for the tasks afterwards. Only ipykernel is needed there.
-WORKER_LAUNCHER = """\
+WORKER_IMPORTS = """\
 import sys
 if sys.path and sys.path[0] == "":
     del sys.path[0]
@@ -45,8 +46,8 @@ except ImportError:
     pass
 sys.modules.pop("debugpy", None)
 from ipykernel import kernelapp
-kernelapp.launch_new_instance()
 """
+WORKER_LAUNCHER = WORKER_IMPORTS + "kernelapp.launch_new_instance()\n"
 
 
 class WorkerStartError(ElsewhereError):
@@ -66,13 +67,16 @@ class WorkerSpecManager(KernelSpecManager):
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         if kernel_name != WORKER_KERNEL:
             return super().get_kernel_spec(kernel_name)
+        metadata: dict[str, Any] = {}
+        if prefork.usable(self.python):
+            metadata["kernel_provisioner"] = {"provisioner_name": prefork.PROVISIONER}
         return KernelSpec(
             # No input history either: nothing is typed into a worker.
             argv=[self.python, "-c", WORKER_LAUNCHER, "-f", "{connection_file}", "--HistoryManager.enabled=False"],
             display_name="elsewhere worker",
             language="python",
             interrupt_mode="signal",
-            metadata={},
+            metadata=metadata,
             env={},
         )
 

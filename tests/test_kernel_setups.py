@@ -4,14 +4,16 @@ route, the kernelspec and its installer, configuration by environment."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
-from conftest import ROOT
+from conftest import ROOT, wait_for, worker_pids_of
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -134,3 +136,46 @@ def test_kernel_configuration_wins_over_the_early_start(fresh_kernel):
     assert ids == ["w1"]
     pids = kernel.eval("%%distribute\nimport asyncio, os\nasync def pid():\n    return os.getpid()\nsorted(set(await asyncio.gather(*(pid() for _ in range(4)))))")
     assert len(pids) == 1
+
+
+WORKER_SELF = (
+    "%%distribute --io local\n"
+    "import asyncio, os, sys\n"
+    "async def me():\n"
+    "    return os.getpid(), os.path.basename(os.getcwd()), os.environ.get('ELSEWHERE_WORKER'), 'debugpy' in sys.modules\n"
+    "sorted(await asyncio.gather(*(me() for _ in range(4))))\n"
+)
+
+
+def test_workers_start_in_processes_forked_from_the_host(fresh_kernel):
+    # Forked as the host starts, with the modules a kernel needs already imported; each
+    # then becomes the worker kernel jupyter_client asked for: its own working
+    # directory and environment, and without the debugger the host has.
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
+    pids = kernel.wait_workers(2)
+    host = psutil.Process(kernel.pid)
+    for pid in pids:
+        worker = psutil.Process(pid)
+        assert worker.ppid() == kernel.pid
+        assert worker.cmdline() == host.cmdline(), "launched, not forked"
+    seen = {pid: (cwd, name, debugger) for pid, cwd, name, debugger in kernel.eval(WORKER_SELF)}
+    assert sorted(seen) == sorted(pids)
+    ids = {kernel.eval(f"[w.id for w in get_ipython()._elsewhere_host.cluster.workers() if w.pid == {pid}][0]"): pid for pid in pids}
+    for worker_id, pid in ids.items():
+        cwd, name, debugger = seen[pid]
+        assert cwd.startswith(f"elsewhere-{worker_id}-") and name == worker_id and not debugger
+    assert kernel.eval("'debugpy' in __import__('sys').modules") is True
+    assert sorted(worker_pids_of(kernel.pid)) == sorted(pids), "a forked process was left waiting"
+
+
+def test_workers_on_another_python_are_launched_and_no_forked_process_waits(fresh_kernel):
+    # A worker Python other than the host's own cannot use the host's processes: the
+    # early workers are replaced by launched ones, and the forked processes let go.
+    # (The same interpreter under another name: configured as another Python.)
+    python = f"{os.path.dirname(sys.executable)}/./{os.path.basename(sys.executable)}"
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"}, argv=[f"--ElsewhereKernel.worker_python={python}"])
+    pids = kernel.wait_workers(2)
+    for pid in pids:
+        assert psutil.Process(pid).cmdline()[:2] == [python, "-c"]
+    wait_for(lambda: sorted(worker_pids_of(kernel.pid)) == sorted(pids), what="only the launched workers are left")
+    assert len(kernel.eval(WORKER_SELF)) == 4
