@@ -470,15 +470,15 @@ class Agent:
             entry = self._pending.popleft() if self._pending else None
         if entry is None:
             self._starting = False
-            # After the first step of the task started last (already scheduled): a task
-            # that ends there sends "run" and "done" in one message, not two.
-            self._schedule_send()
+            # After the first step of the task started last: a task that ended there
+            # sends "run" and "done" in one message, with the others of its burst.
+            self._send_results()
             return
         item, payload = entry
-        self.loop.call_soon(self._start_next)
         task_id = item["t"]
         running = self.running.get(task_id)
         if running is None:
+            self.loop.call_soon(self._start_next)
             return
         context = contextvars.copy_context()
         context.run(current_task.set, task_id)
@@ -489,6 +489,7 @@ class Agent:
         running.task = context.run(self.loop.create_task, coro)
         if running.cancel_at is not None:
             running.task.cancel()
+        self.loop.call_soon(self._start_next)  # after the task's first step
 
     def _movable(self, item: Item) -> bool:
         running = self.running.get(item["t"])
@@ -561,8 +562,10 @@ class Agent:
         self.running.pop(task_id, None)
         self._task_envs.pop(task_id, None)
         self.outbox.item(item, frames)
-        # After the other tasks that end in this turn of the loop: one message for all.
-        self._schedule_send()
+        # After the other tasks that end in this turn of the loop: one message for all
+        # (while spawns are being started, the last start sends it).
+        if not self._starting:
+            self._schedule_send()
 
     def _schedule_send(self) -> None:
         if not self._send_scheduled:

@@ -26,10 +26,11 @@ from .hostio import IOPolicy, IOService
 from .ioserver import IOServer
 from .output import ConsoleSink, OutputSink
 from .placement import choose
+from .readers import GUARD_INTERVAL, IDLE_GUARD_INTERVAL, Readers
 from .routes import ROUTES
 from .runtime import RuntimeThread, TaskOwner
 from .serialize import Serializer, writable
-from .tasks import RemoteTask, TaskOptions, Waiters
+from .tasks import RemoteTask, StateLock, TaskOptions, Waiters
 from .worker import Worker, WorkerStartError
 from .workercount import default_worker_count
 
@@ -109,7 +110,7 @@ class Cluster:
         self.runtime = RuntimeThread()
         #: Answers the proxied I/O of tasks that run with ``io="host"`` (the default).
         self.io = IOService(io_policy, output=self._io_output)
-        self._io_server = IOServer(self.io, self.serializer, self.runtime.loop)
+        self._io_server = IOServer(self.io, self.serializer)
         self._envs: dict[str, dict[str, str]] = {}
         #: The raw environment at the last snapshot, and that snapshot's key.
         self._last_env: tuple[dict[Any, Any] | None, str] = (None, "")
@@ -120,12 +121,13 @@ class Cluster:
         self._kept_output: deque[RemoteTask] = deque()
         self._kept_output_size = 0
         self._queue: deque[RemoteTask] = deque()
-        self._queue_lock = threading.Lock()
         self._drain_scheduled = False
         self._worker_ids = itertools.count(1)
         self._owner: TaskOwner | None = None
         self._start_errors: list[str] = []
-        self._waiters = Waiters(self.runtime.loop)
+        self._waiters = Waiters()
+        self._lock = StateLock(self._waiters)
+        self._readers = Readers(self.runtime.loop, self._lock)
         self.started = False
         self.closed = False
 
@@ -145,6 +147,7 @@ class Cluster:
         for _ in range(count):
             self._add_worker()
         self._owner.spawn(self._housekeeping(), name="housekeeping")
+        self._owner.spawn(self._guard(), name="guard")
 
     def close(self, timeout: float = 30) -> None:
         """Stop every worker kernel and the runtime thread. Safe to call twice."""
@@ -166,14 +169,15 @@ class Cluster:
         self.runtime.stop()
 
     async def _close(self) -> None:
-        with self._queue_lock:
+        with self._lock:
             pending = list(self._queue)
             self._queue.clear()
-        for record in pending:
-            self._settle(record, "cancelled")
+            for record in pending:
+                self._settle(record, "cancelled")
         workers = list(self._workers.values())
         await asyncio.gather(*(self._stop_worker(w, "was shut down with its cluster") for w in workers))
         self._io_server.close()
+        self._readers.close()
         if self._owner is not None:
             await self._owner.aclose()
 
@@ -313,18 +317,39 @@ class Cluster:
         return record
 
     def dispatch(self, record: RemoteTask) -> None:
-        """Queue a prepared task for placement (thread-safe, cheap: batched)."""
-        with self._queue_lock:
+        """Place a prepared task and send it (thread-safe, cheap: batched).
+
+        On a cell's loop the first spawn of a turn goes out at once, from this thread:
+        a hop to the runtime thread costs more than a trivial task. The others of the
+        same turn (a ``gather``) go out together at its end. Elsewhere, or on a route
+        that only the runtime loop may use, the runtime thread sends them.
+        """
+        with self._lock:
             self._queue.append(record)
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
-        self.runtime.call(self._drain)
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or loop is self.runtime.loop or not ROUTES[self.route].any_thread:
+            self.runtime.call(self._drain)
+            return
+        self._readers.claim(loop)  # and it reads the results itself
+        self._drain()
+        with self._lock:
+            self._drain_scheduled = True
+        loop.call_soon(self._drain)
 
     def _drain(self) -> None:
-        with self._queue_lock:
+        with self._lock:
             self._drain_scheduled = False
             queued, self._queue = self._queue, deque()
+            if queued:
+                self._place(queued)
+
+    def _place(self, queued: deque[RemoteTask]) -> None:
         batches: dict[Worker, list[RemoteTask]] = {}
         waiting: deque[RemoteTask] = deque()
         ready = [w for w in self._workers.values() if w.ready]
@@ -349,8 +374,7 @@ class Cluster:
             batches.setdefault(worker, []).append(record)
             self._emit_task(record)
         if waiting:
-            with self._queue_lock:
-                self._queue.extendleft(reversed(waiting))
+            self._queue.extendleft(reversed(waiting))
         for worker, records in batches.items():
             for start in range(0, len(records), SPAWN_BATCH):
                 self._send_spawns(worker, records[start : start + SPAWN_BATCH])
@@ -399,19 +423,21 @@ class Cluster:
         worker.send(items, frames)
 
     def _cancel(self, record: RemoteTask) -> None:
-        if record.done:
-            return
-        record.cancel_requested = True
-        if record.state == "pending":
-            self._settle(record, "cancelled")
-            return
-        worker = self._workers.get(record.worker or "")
-        if worker is not None and worker.ready:
-            worker.send([{"k": "cancel", "t": record.id}], [])
+        with self._lock:
+            if record.done:
+                return
+            record.cancel_requested = True
+            if record.state == "pending":
+                self._settle(record, "cancelled")
+                return
+            worker = self._workers.get(record.worker or "")
+            if worker is not None and worker.ready:
+                worker.send([{"k": "cancel", "t": record.id}], [])
 
     # -- messages from workers -----------------------------------------------------------
 
     def _on_message(self, worker: Worker, items: list[tuple[Item, list[Any]]]) -> None:
+        """What a worker sent (on the runtime loop, holding the lock: see ``Route``)."""
         finished = False
         for item, frames in items:
             kind = item["k"]
@@ -480,8 +506,7 @@ class Cluster:
             self._emit_task(record)
             again.append(record)
         if again:
-            with self._queue_lock:
-                self._queue.extendleft(reversed(again))
+            self._queue.extendleft(reversed(again))
 
     def _io_output(self, task_id: str, stream: str, text: str) -> None:
         """Output of a host process that a task started, shown in the task's cell."""
@@ -560,16 +585,24 @@ class Cluster:
             route=self.route,
             force_source=self.force_source,
             startup_timeout=self.startup_timeout,
+            lock=self._lock,
+            readers=self._readers,
         )
         worker.attempt = attempt
-        self._workers[worker.id] = worker
+        with self._lock:
+            self._workers[worker.id] = worker
         self._emit_worker(worker)
         self._owner_spawn(self._run_worker(worker), name=f"start {worker.id}")
         return worker
 
     def _owner_spawn(self, coro: Any, name: str | None = None) -> None:
-        assert self._owner is not None
-        self._owner.spawn(coro, name=name)
+        """Run ``coro`` on the runtime loop, from whichever thread reads a message."""
+        owner = self._owner
+        assert owner is not None
+        if self.runtime.here():
+            owner.spawn(coro, name=name)
+        else:
+            self.runtime.call(lambda: owner.spawn(coro, name=name))
 
     async def _run_worker(self, worker: Worker) -> None:
         try:
@@ -581,7 +614,8 @@ class Cluster:
             # slow machine): one more try before the worker is given up. Decided before
             # anything is awaited, so that waiters never see the slot empty.
             again = worker.attempt < START_ATTEMPTS and not _is_refusal(exc) and not self.closed
-            del self._workers[worker.id]
+            with self._lock:
+                del self._workers[worker.id]
             if again:
                 log.warning("elsewhere: %s; starting it again", exc)
                 self._add_worker(worker.id, attempt=worker.attempt + 1)
@@ -603,14 +637,15 @@ class Cluster:
         self._drain()
 
     async def _stop_worker(self, worker: Worker, reason: str, now: bool = False, detail: str = "") -> None:
-        if self._workers.get(worker.id) is worker:
-            del self._workers[worker.id]
-        for record in list(worker.running.values()):
-            if record.cancel_requested:
-                self._settle(record, "cancelled")  # it was stopped the hard way, as asked
-            else:
-                self._fail(record, self._lost_error(worker, record, reason, detail))
-        worker.running.clear()
+        with self._lock:
+            if self._workers.get(worker.id) is worker:
+                del self._workers[worker.id]
+            for record in list(worker.running.values()):
+                if record.cancel_requested:
+                    self._settle(record, "cancelled")  # it was stopped the hard way, as asked
+                else:
+                    self._fail(record, self._lost_error(worker, record, reason, detail))
+            worker.running.clear()
         await worker.stop(now=now)
         self._emit_worker(worker)
 
@@ -622,13 +657,26 @@ class Cluster:
         )
         return WorkerLost(msg)
 
+    async def _guard(self) -> None:
+        """While a cell's loop reads the workers' sockets, read what it leaves unread
+        (see ``readers``): often while tasks are out, rarely otherwise."""
+        while True:
+            busy = any(w.running for w in list(self._workers.values()))
+            await asyncio.sleep(GUARD_INTERVAL if busy else IDLE_GUARD_INTERVAL)
+            self._readers.guard()
+
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(LIVENESS_INTERVAL)
+            if self._queue:
+                # Spawns a cell queued at the end of its loop's turn, where that loop
+                # has been kept busy since: they go out from here instead.
+                self._drain()
             for worker in list(self._workers.values()):
                 if not worker.ready:
                     continue
                 worker.resend_due()
+                worker.ack_if_owed()
                 if not await worker.is_alive():
                     worker.state = "lost"
                     how, log_tail = worker.death_note()

@@ -3,7 +3,6 @@ worker into an ``IOService`` call and its answer back to that worker."""
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from typing import Any
 
@@ -14,30 +13,32 @@ from .tasks import RemoteTask
 
 __all__ = ["IOServer"]
 
-#: Operations that may wait on a process or the user: served off the runtime thread.
+#: Operations that may wait on a process or the user: served in a pool, not on the
+#: thread that read the request.
 WAITING_OPS = frozenset(
     {"input", "popen", "system", "proc_read", "proc_write", "proc_close", "proc_poll", "proc_wait", "proc_signal", "proc_communicate"}
 )
 
 
 class IOServer:
-    """Answers workers' I/O requests on the runtime loop (quick ones) or its pool."""
+    """Answers workers' I/O requests where they are read (quick ones) or in a pool."""
 
-    def __init__(self, io: IOService, serializer: Serializer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, io: IOService, serializer: Serializer) -> None:
         self.io = io
         self.serializer = serializer
-        self.loop = loop
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="elsewhere-hostio")
 
     def serve(self, worker: Any, record: RemoteTask, item: Item, frames: list[Any]) -> None:
         """Do a task's I/O request on the host and answer it.
 
-        File and directory operations are quick and run right here, on the runtime
-        thread (a thread hop would cost more than a ``stat``); operations that can wait
+        File and directory operations are quick and run right here, on the thread that
+        read the request (a thread hop would cost more than a ``stat``); operations that can wait
         on someone else (a process, the user) run in the pool.
         """
         if item.get("op") in WAITING_OPS:
-            done = self.loop.run_in_executor(self._pool, self._do, record, item, frames)
+            # Answered from the pool thread itself (sends are thread-safe): this may run
+            # on a cell's loop, which reads the sockets while it awaits (see ``readers``).
+            done = self._pool.submit(self._do, record, item, frames)
             done.add_done_callback(lambda f: f.cancelled() or self._answer(worker, record, item, *f.result()))
         else:
             self._answer(worker, record, item, *self._do(record, item, frames))

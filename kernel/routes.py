@@ -11,79 +11,105 @@ Both carry the same signed frames (``channel.Link``); neither knows what is insi
 
 from __future__ import annotations
 
-import asyncio
 import uuid
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, cast
 
 import zmq
 
-__all__ = ["Route", "ZmqRoute", "CommRoute", "ROUTES", "make_route"]
+from .readers import Readers
 
-ROUTES = ("zmq", "comm")
+__all__ = ["Route", "ZmqRoute", "CommRoute", "ROUTES", "make_route"]
 
 
 class Route(Protocol):
-    def send(self, frames: list[Any]) -> None: ...
+    """Carries a worker's data messages. ``start`` has every message that arrives handed
+    to ``deliver``, holding the cluster's lock; ``send`` is called holding it too, from
+    the runtime thread or, when ``any_thread`` is true, from any thread (a cell's loop
+    sends its own spawns: a hop to the runtime thread costs more than a trivial task)."""
 
-    async def recv(self) -> list[Any]: ...
+    any_thread: bool
+
+    def start(self, deliver: Callable[[list[Any]], None], spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None: ...
+
+    def send(self, frames: list[Any]) -> None: ...
 
     def close(self) -> None: ...
 
 
 class ZmqRoute:
-    """A plain DEALER socket watched by the runtime loop (no ``zmq.asyncio``: its futures
-    cost more per message than a trivial task's whole round trip)."""
+    """A plain DEALER socket (no ``zmq.asyncio``: its futures cost more per message than
+    a trivial task's whole round trip), read in a loop's reader callback itself, by
+    whichever loop ``readers`` says (the runtime's, or the loop awaiting the results)."""
 
-    def __init__(self, ip: str, port: int, hwm: int) -> None:
+    any_thread = True
+
+    def __init__(self, ip: str, port: int, hwm: int, lock: AbstractContextManager[Any], readers: Readers) -> None:
         self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.connect(f"tcp://{ip}:{port}")
-        self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] | None = None
-        self._fd = cast(int, self.socket.getsockopt(zmq.FD))
-        self._loop.add_reader(self._fd, self._wake)
+        self.fd = cast(int, self.socket.getsockopt(zmq.FD))
+        self._lock = lock
+        self._readers = readers
+        self._deliver: Callable[[list[Any]], None] | None = None
+        self._read_scheduled = False
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.socket.closed)
+
+    def start(self, deliver: Callable[[list[Any]], None], spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        self._deliver = deliver
+        self._readers.add(self)
 
     def send(self, frames: list[Any]) -> None:
         try:
             self.socket.send_multipart(frames, zmq.NOBLOCK, copy=False)
         except zmq.ZMQError:
             pass  # the queue is full or the socket closed: the link re-sends
-        # zmq's FD is edge-triggered and a send may consume the edge of an arrival.
-        if self._waiter is not None:
-            self._wake()
+        # zmq's descriptor signals changes, not readiness, and a send may take the
+        # signal of an arrival: what arrived meanwhile is read on the loop's next turn.
+        if self._deliver is not None and not self._read_scheduled and self.arrived():
+            self._read_scheduled = True
+            self._readers.poke(self)
 
-    def _wake(self) -> None:
+    def arrived(self) -> bool:
+        """Whether a message waits (the caller holds the lock)."""
         # Asking for EVENTS also clears the descriptor; left readable, the loop's
         # level-triggered poll would return at once, round after round.
-        events = cast(int, self.socket.getsockopt(zmq.EVENTS))
-        if events & zmq.POLLIN and self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        return bool(cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
 
-    async def recv(self) -> list[Any]:
-        # EVENTS first: cheaper than the exception an empty receive raises.
-        while not cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-        return [f.buffer for f in frames]
+    def readable(self) -> None:
+        """Read and deliver every message that waits."""
+        with self._lock:
+            self._read_scheduled = False
+            # EVENTS first: cheaper than the exception an empty receive raises.
+            while self._deliver is not None and not self.socket.closed and self.arrived():
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                self._deliver([f.buffer for f in frames])
 
     def close(self) -> None:
-        if not self.socket.closed:
-            self._loop.remove_reader(self._fd)
-            self.socket.close(linger=0)
+        with self._lock:
+            if not self.socket.closed:
+                self._readers.remove(self)
+                self._deliver = None
+                self.socket.close(linger=0)
 
 
 class CommRoute:
-    """Frames travel as the buffers of ``comm_msg`` messages on the worker's channels."""
+    """Frames travel as the buffers of ``comm_msg`` messages on the worker's channels
+    (whose sockets belong to the runtime loop: sends come from it alone)."""
 
-    def __init__(self, client: Any, target: str) -> None:
+    any_thread = False
+
+    def __init__(self, client: Any, target: str, lock: AbstractContextManager[Any]) -> None:
         self.client = client
         self.comm_id = uuid.uuid4().hex
+        self._lock = lock
+        self._reader: Any = None
         self._send("comm_open", {"comm_id": self.comm_id, "target_name": target, "data": {}}, [])
 
     def _send(self, msg_type: str, content: dict[str, Any], buffers: list[Any]) -> None:
@@ -94,23 +120,35 @@ class CommRoute:
     def send(self, frames: list[Any]) -> None:
         self._send("comm_msg", {"comm_id": self.comm_id, "data": {}}, frames)
 
-    async def recv(self) -> list[Any]:
+    def start(self, deliver: Callable[[list[Any]], None], spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        self._reader = spawn(self._read(deliver))
+
+    async def _read(self, deliver: Callable[[list[Any]], None]) -> None:
         while True:
             msg = await self.client.get_iopub_msg()
             if msg["msg_type"] == "comm_msg" and msg["content"].get("comm_id") == self.comm_id:
-                return list(msg["buffers"])
+                with self._lock:
+                    deliver(list(msg["buffers"]))
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
         try:
             self._send("comm_close", {"comm_id": self.comm_id, "data": {}}, [])
         except Exception:  # noqa: BLE001 - the kernel is going away anyway
             pass
 
 
-def make_route(name: str, *, info: dict[str, Any], ip: str, client: Any, hwm: int) -> Route:
+#: The routes by name: ``zmq`` unless only the Jupyter protocol reaches the workers.
+ROUTES: dict[str, type[ZmqRoute] | type[CommRoute]] = {"zmq": ZmqRoute, "comm": CommRoute}
+
+
+def make_route(
+    name: str, *, info: dict[str, Any], ip: str, client: Any, hwm: int, lock: AbstractContextManager[Any], readers: Readers
+) -> Route:
     if name == "zmq":
-        return ZmqRoute(ip, info["port"], hwm)
+        return ZmqRoute(ip, info["port"], hwm, lock, readers)
     if name == "comm":
-        return CommRoute(client, info["comm_target"])
+        return CommRoute(client, info["comm_target"], lock)
     msg = f"unknown route {name!r}; choose one of {', '.join(ROUTES)}"
     raise ValueError(msg)

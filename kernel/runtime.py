@@ -70,6 +70,10 @@ class RuntimeThread:
     def call(self, fn: Any, *args: Any) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
 
+    def here(self) -> bool:
+        """Whether the calling thread is the runtime's."""
+        return threading.get_ident() == self._thread.ident
+
     def stop(self, timeout: float = 10) -> None:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)

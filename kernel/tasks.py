@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RemoteTask", "TaskOptions", "OutputLog", "Waiters"]
+__all__ = ["RemoteTask", "TaskOptions", "OutputLog", "StateLock", "Waiters"]
 
 _ids = itertools.count(1)
 
@@ -114,31 +115,68 @@ class RemoteTask:
 
 
 class Waiters:
-    """Resolves the awaiting side's futures (``RemoteTask.waiter``) on their own loops,
-    all of one runtime tick's results in one thread hop per loop."""
+    """Resolves the awaiting side's futures (``RemoteTask.waiter``) on their own loops:
+    what was settled while the cluster's lock was held goes out when it is let go, in
+    one thread hop per loop (see ``StateLock``)."""
 
-    def __init__(self, runtime_loop: asyncio.AbstractEventLoop) -> None:
-        self._runtime_loop = runtime_loop
+    def __init__(self) -> None:
         self._batches: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
 
     def wake(self, record: RemoteTask, state: str, value: Any, exc: BaseException | None) -> None:
-        """Called on the runtime loop when ``record`` has finished."""
+        """``record`` has finished (the caller holds the cluster's lock)."""
         waiter = record.waiter
-        if waiter is None:
-            return
-        loop = waiter.get_loop()
-        batch = self._batches.get(loop)
-        if batch is None:
-            batch = self._batches[loop] = []
-            self._runtime_loop.call_soon(self._send, loop)
-        batch.append((waiter, state, value, exc))
+        if waiter is not None:
+            self._batches.setdefault(waiter.get_loop(), []).append((waiter, state, value, exc))
 
-    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._batches.pop(loop, [])
+    def flush(self) -> None:
+        if not self._batches:
+            return
+        batches, self._batches = self._batches, {}
         try:
-            loop.call_soon_threadsafe(_resolve, batch)
-        except RuntimeError:  # that loop is closed: nobody is waiting any more
-            pass
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        for loop, batch in batches.items():
+            if loop is here:
+                _resolve(batch)  # read by the awaiting loop itself (see ``readers``)
+                continue
+            try:
+                loop.call_soon_threadsafe(_resolve, batch)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+
+class StateLock:
+    """The cluster's one lock, held for every change to its workers, tasks and queue
+    and for every use of a worker's link and route, whichever thread makes it (the
+    runtime thread, or a cell's loop sending its own spawns). Reentrant; when the
+    outermost holder lets go, the waiters it settled are woken."""
+
+    def __init__(self, waiters: Waiters) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._waiters = waiters
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self._lock.acquire(blocking):
+            return False
+        self._depth += 1
+        return True
+
+    def release(self) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0:
+                self._waiters.flush()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> StateLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
 
 
 def _resolve(batch: list[tuple[Any, ...]]) -> None:

@@ -25,8 +25,9 @@ from . import prefork
 from .bootstrap import INFO_NAME, bootstrap_code
 from .channel import ACK_DELAY, Item, Link, split_items
 from .errors import ElsewhereError
+from .readers import Readers
 from .routes import Route, make_route
-from .tasks import RemoteTask
+from .tasks import RemoteTask, StateLock
 
 __all__ = ["Worker", "WorkerStartError", "WorkerSpecManager"]
 
@@ -96,8 +97,13 @@ class Worker:
         route: str = "zmq",
         force_source: bool = False,
         startup_timeout: float = 60,
+        lock: StateLock,
+        readers: Readers,
     ) -> None:
         self.id = worker_id
+        #: The cluster's lock: held for every use of the route and the link.
+        self.lock = lock
+        self.readers = readers
         self.route_name = route
         self.python = python
         self._state = "starting"
@@ -124,7 +130,6 @@ class Worker:
         self.route: Route | None = None
         self.link: Link | None = None
         self.cwd: str | None = None
-        self._reader: asyncio.Task[Any] | None = None
         self._log: Any = None
         self._ack_scheduled = False
         self.log_path = ""
@@ -195,7 +200,7 @@ class Worker:
         self.host = self.info.get("host", "localhost")
         session = Session(key=self.km.session.key, signature_scheme=self.km.session.signature_scheme)
         self.link = Link(session)
-        self.route = make_route(self.route_name, info=self.info, ip=self.km.ip, client=self.kc, hwm=self.hwm)
+        self.route = make_route(self.route_name, info=self.info, ip=self.km.ip, client=self.kc, hwm=self.hwm, lock=self.lock, readers=self.readers)
         self._send_raw(self.link.control())  # introduces us to the agent
         self.state = "idle"
 
@@ -285,39 +290,43 @@ class Worker:
     # -- data plane ------------------------------------------------------------------
 
     def start_reading(self, spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
-        self._reader = spawn(self._read())
+        assert self.route is not None
+        self.route.start(self._on_frames, spawn)
 
-    async def _read(self) -> None:
-        assert self.route is not None and self.link is not None
-        link, route = self.link, self.route
-        while True:
-            opened = link.unpack(await route.recv())
-            if opened is None:
-                continue
-            ready, replies = link.accept(*opened)
-            for message in replies:
-                self._send_raw(message)
-            for content, buffers in ready:
-                self._on_message(self, split_items(content.get("items", []), buffers))
-            if link.ack_owed and not self._ack_scheduled:
-                self._ack_scheduled = True
-                asyncio.get_running_loop().call_later(ACK_DELAY, self._ack_if_owed)
+    def _on_frames(self, frames: list[Any]) -> None:
+        """One message from the agent (on the runtime loop, holding the lock)."""
+        link = self.link
+        opened = link.unpack(frames) if link is not None else None
+        if opened is None:
+            return
+        ready, replies = link.accept(*opened)  # type: ignore[union-attr]
+        for message in replies:
+            self._send_raw(message)
+        for content, buffers in ready:
+            self._on_message(self, split_items(content.get("items", []), buffers))
+        if link.ack_owed and not self._ack_scheduled:  # type: ignore[union-attr]
+            self._ack_scheduled = True
+            asyncio.get_running_loop().call_later(ACK_DELAY, self.ack_if_owed)
 
-    def _ack_if_owed(self) -> None:
-        """Acknowledge alone what no data message acknowledged meanwhile."""
-        self._ack_scheduled = False
-        if self.link is not None and self.link.ack_owed:
-            self._send_raw(self.link.control())
+    def ack_if_owed(self) -> None:
+        """Acknowledge alone what no data message acknowledged meanwhile (also called
+        by the cluster's housekeeping, in case the loop that set the timer closed)."""
+        with self.lock:
+            self._ack_scheduled = False
+            if self.link is not None and self.link.ack_owed:
+                self._send_raw(self.link.control())
 
     def send(self, items: list[Item], frames: list[Any]) -> None:
         """Send one data message now (in order with every other send to this worker)."""
-        assert self.link is not None
-        self._send_raw(self.link.pack(items, frames))  # type: ignore[arg-type]
+        with self.lock:
+            if self.link is not None:
+                self._send_raw(self.link.pack(items, frames))  # type: ignore[arg-type]
 
     def resend_due(self) -> None:
-        if self.link is not None:
-            for message in self.link.due_resends():
-                self._send_raw(message)
+        with self.lock:
+            if self.link is not None:
+                for message in self.link.due_resends():
+                    self._send_raw(message)
 
     def _send_raw(self, message: list[Any]) -> None:
         if self.route is not None:
@@ -346,11 +355,10 @@ class Worker:
 
     async def stop(self, now: bool = False) -> None:
         """Shut the kernel down (asking first, unless ``now``) and release everything."""
-        if self._reader is not None:
-            self._reader.cancel()
-        if self.route is not None:
-            self.route.close()
-            self.route = None
+        with self.lock:
+            if self.route is not None:
+                self.route.close()
+                self.route = None
         if self.kc is not None:
             self.kc.stop_channels()
         if self.km is not None and self.km.has_kernel:

@@ -66,6 +66,46 @@ def test_async_api_from_a_script(capsys):
     assert sorted(printed) == sorted(f"hello from {p}" for p in pids)
 
 
+async def tagged(tag: str, i: int) -> tuple[str, int]:
+    await asyncio.sleep((i % 7) * 0.001)
+    print(tag, i)
+    return tag, i
+
+
+def test_loops_on_two_threads_await_their_own_tasks_at_once(capsys):
+    # The loop that awaits tasks reads the workers' sockets itself, so here each of two
+    # loops reads results that belong to the other, and its own outputs: every result
+    # still reaches its own awaiting loop, and every line is printed. Then, with both
+    # loops closed, a third loop on the main thread still gets its results.
+    import threading
+
+    async def main(cluster, tag):
+        with cluster.distribute():
+            return await asyncio.gather(*(tagged(tag, i) for i in range(300)))
+
+    results: dict[str, object] = {}
+
+    def run(tag):
+        try:
+            results[tag] = asyncio.run(main(cluster, tag))
+        except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+            results[tag] = exc
+
+    with Cluster(workers=2) as cluster:
+        cluster.wait_ready(2, timeout=60)
+        threads = [threading.Thread(target=run, args=(tag,)) for tag in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        after = asyncio.run(main(cluster, "c"))
+    for tag in ("a", "b"):
+        assert results[tag] == [(tag, i) for i in range(300)]
+    assert after == [("c", i) for i in range(300)]
+    printed = capsys.readouterr().out.splitlines()
+    assert sorted(printed) == sorted(f"{tag} {i}" for tag in "abc" for i in range(300))
+
+
 def test_options_and_bad_input_are_checked():
     with pytest.raises(ValueError, match="route='pigeon': choose one of zmq, comm"):
         Cluster(workers=1, route="pigeon")
