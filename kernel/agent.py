@@ -53,7 +53,7 @@ from .taskoutput import Outbox, TaskStream, current_output, current_task, displa
 __all__ = ["Agent", "start", "PROTOCOL"]
 
 #: Bumped whenever host and agent would misunderstand each other.
-PROTOCOL = 3
+PROTOCOL = 4
 #: The comm target of the fallback route.
 COMM_TARGET = "elsewhere"
 #: Output is sent at least this often while a task prints.

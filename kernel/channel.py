@@ -1,9 +1,11 @@
 """The data plane's wire format and its reliable delivery, shared by host and agent.
 
-A message is three frames and then buffers: a marker, the HMAC signature (the worker
-kernel's key and scheme, through ``jupyter_client.Session``) and JSON content carrying a
-batch of items; each item's payload frames (a pickle and its out-of-band buffers) follow
-as buffers. The pickle frames are not covered by the signature, so each item carries
+A message is one head frame and then buffers. The head holds, separated by newlines, a
+marker, the HMAC signature (the worker kernel's key and scheme, through
+``jupyter_client.Session``) and compact JSON content carrying a batch of items (which
+has no raw newline); one frame, because every frame costs a send and a receive of its
+own, more than the bytes in it. Each item's payload frames (a pickle and its
+out-of-band buffers) follow as buffers. The pickle frames are not covered by the signature, so each item carries
 their digest inside the signed content; raw buffers are plain data and need none. A
 full Jupyter message (header, parent, metadata, dates, ids) would cost more than a
 trivial task's own work on both ends, and nothing here needs those parts.
@@ -30,8 +32,8 @@ from jupyter_client.session import Session
 
 __all__ = ["Link", "Item", "MARKER", "digest", "split_items", "with_frames"]
 
-#: The first frame of every data message: what it is, and the format's version.
-MARKER = b"elsewhere-data/2"
+#: What starts every data message: what it is, and the format's version.
+MARKER = b"elsewhere-data/3"
 #: After this long without an acknowledgement, everything unacknowledged is sent again.
 RESEND_AFTER = 1.0
 #: An acknowledgement waits this long for a data message to ride on.
@@ -141,7 +143,7 @@ class Link:
 
     def _signed(self, content: dict[str, Any]) -> list[Any]:
         body = json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode()
-        return [MARKER, self.session.sign([body]), body]
+        return [b"\n".join((MARKER, self.session.sign([body]), body))]
 
     def due_resends(self) -> list[list[Any]]:
         """The oldest unacknowledged message again, when no acknowledgement came for too
@@ -156,16 +158,17 @@ class Link:
 
     def unpack(self, frames: list[Any]) -> tuple[dict[str, Any], list[Any]] | None:
         """Verify and open a message; None if it is not one, or not signed with our key."""
-        if len(frames) < 3 or bytes(frames[0]) != MARKER:
+        parts = bytes(frames[0]).split(b"\n", 2) if frames else []
+        if len(parts) != 3 or parts[0] != MARKER:
             return None
-        body = bytes(frames[2])
-        if self.session.auth is not None and not hmac.compare_digest(bytes(frames[1]), self.session.sign([body])):
+        _marker, signature, body = parts
+        if self.session.auth is not None and not hmac.compare_digest(signature, self.session.sign([body])):
             return None
         try:
             content = json.loads(body)
         except ValueError:
             return None
-        return (content, list(frames[3:])) if isinstance(content, dict) else None
+        return (content, list(frames[1:])) if isinstance(content, dict) else None
 
     def accept(self, content: dict[str, Any], buffers: list[Any]) -> tuple[list[tuple[dict[str, Any], list[Any]]], list[list[Any]]]:
         """Account for an incoming message.

@@ -134,14 +134,20 @@ def test_link_rejects_forged_messages_and_tampered_payloads():
     session = Session(key=b"right")
     message = good.pack([{"k": "out", "t": "t1"}], [b"buffer"])
     assert good.unpack(message)[1] == [b"buffer"]
-    marker, signature, body = message[:3]
-    assert good.unpack([b"something else", signature, body]) is None  # not a data message
-    assert good.unpack([marker, signature]) is None  # cut short
-    assert good.unpack([marker, signature, body.replace(b"t1", b"t2")]) is None  # altered
+    marker, signature, body = message[0].split(b"\n", 2)
+
+    def head(*parts):
+        return [b"\n".join(parts)]
+
+    assert good.unpack(head(b"something else", signature, body)) is None  # not a data message
+    assert good.unpack(head(b"elsewhere-data/2", signature, body)) is None  # an older format
+    assert good.unpack(head(marker, signature)) is None  # cut short
+    assert good.unpack([]) is None
+    assert good.unpack(head(marker, signature, body.replace(b"t1", b"t2"))) is None  # altered
     not_json = b"{not json"
-    assert good.unpack([marker, session.sign([not_json]), not_json]) is None
+    assert good.unpack(head(marker, session.sign([not_json]), not_json)) is None
     not_a_dict = b"[1, 2]"
-    assert good.unpack([marker, session.sign([not_a_dict]), not_a_dict]) is None
+    assert good.unpack(head(marker, session.sign([not_a_dict]), not_a_dict)) is None
 
 
 def test_placement_policies():
