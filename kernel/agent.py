@@ -48,6 +48,7 @@ from jupyter_client.session import Session
 from . import channel as _channel
 from .channel import Item
 from . import serialize as _serialize
+from . import stream as _stream
 from .taskoutput import Outbox, TaskStream, current_output, current_task, display_publisher
 
 __all__ = ["Agent", "start", "PROTOCOL"]
@@ -114,7 +115,7 @@ class Agent:
         self._woken = False
         self.io_lock = threading.Lock()
         self._send_scheduled = False
-        self._router: zmq.Socket | None = None
+        self._router: Any | None = None
         self.loop = asyncio.new_event_loop()
         self._loop_thread: int | None = None
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
@@ -138,13 +139,18 @@ class Agent:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> int:
-        router = self._context.socket(zmq.ROUTER)
-        router.setsockopt(zmq.LINGER, 0)
-        router.setsockopt(zmq.SNDHWM, self.hwm)
-        router.setsockopt(zmq.RCVHWM, self.hwm)
-        self.port = router.bind_to_random_port(f"tcp://{self.ip}")
+        router: Any
+        if self.route == "stream":
+            router = _stream.Server(self.ip)
+            self.port, self._fd = router.port, router.fd
+        else:
+            router = self._context.socket(zmq.ROUTER)
+            router.setsockopt(zmq.LINGER, 0)
+            router.setsockopt(zmq.SNDHWM, self.hwm)
+            router.setsockopt(zmq.RCVHWM, self.hwm)
+            self.port = router.bind_to_random_port(f"tcp://{self.ip}")
+            self._fd = cast(int, router.getsockopt(zmq.FD))
         self._router = router
-        self._fd = cast(int, router.getsockopt(zmq.FD))
         wake_recv = self._context.socket(zmq.PAIR)
         wake_recv.bind(f"inproc://elsewhere-wake-{id(self)}")
         self._wake_send = self._context.socket(zmq.PAIR)
@@ -163,7 +169,7 @@ class Agent:
             pass
         if self.route == "comm":
             self._open_comm_target()
-        if self.route == "zmq":
+        if self.route != "comm":
             self.loop.add_reader(self._fd, self._loop_readable)
         threading.Thread(target=self._loop_main, name="elsewhere-tasks", daemon=True).start()
         threading.Thread(target=self._io_main, args=(router, wake_recv), name="elsewhere-io", daemon=True).start()
@@ -218,7 +224,7 @@ class Agent:
         self.loop.run_forever()
 
     def _stop_loop(self) -> None:
-        if self.route == "zmq":
+        if self.route != "comm":
             self.loop.remove_reader(self._fd)
         self.loop.stop()
 
@@ -232,7 +238,7 @@ class Agent:
 
     # -- I/O thread ------------------------------------------------------------------
 
-    def _io_main(self, router: zmq.Socket, wake: zmq.Socket) -> None:
+    def _io_main(self, router: Any, wake: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(wake, zmq.POLLIN)
         last_load = 0.0
@@ -265,10 +271,13 @@ class Agent:
             # not wait for the GIL while this one finishes its round.
             self._hand_over(spawned)
         with self.io_lock:
-            router.close(linger=0)
+            if self.route == "stream":
+                router.close()
+            else:
+                router.close(linger=0)
         wake.close(linger=0)
 
-    def _release_socket(self, router: zmq.Socket) -> bool:
+    def _release_socket(self, router: Any) -> bool:
         """Read what arrived while the socket was in use (see the module's docstring);
         whether spawns came since the task loop was last told. Holds io_lock."""
         self._receive(router)
@@ -303,7 +312,7 @@ class Agent:
         """Send what the outbox holds: now, from this thread, if the socket is free;
         otherwise the I/O thread does it."""
         router = self._router
-        if router is not None and self.route == "zmq" and self.io_lock.acquire(blocking=False):
+        if router is not None and self.route != "comm" and self.io_lock.acquire(blocking=False):
             spawned = False
             try:
                 if not self._stopping.is_set():
@@ -319,7 +328,7 @@ class Agent:
         """A thread that waits for the host's answer reads the socket meanwhile: the task
         loop it may be blocking cannot, and the I/O thread only looks every 10 ms."""
         router = self._router
-        if router is None or self.route != "zmq":
+        if router is None or self.route == "comm":
             done.wait(timeout)
             return
         try:
@@ -335,13 +344,18 @@ class Agent:
                 spawned = self._release_socket(router)
         self._hand_over(spawned)
 
-    def _receive(self, router: zmq.Socket) -> None:
+    def _receive(self, router: Any) -> None:
+        if self.route == "stream":
+            while router.poll_in():
+                for peer, frames in router.take():
+                    self._handle(router, peer, frames)
+            return
         # EVENTS first: cheaper than the exception an empty receive raises.
         while cast(int, router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
             self._handle(router, frames[0].bytes, [f.buffer for f in frames[1:]])
 
-    def _handle(self, router: zmq.Socket, peer: bytes | None, frames: list[Any]) -> None:
+    def _handle(self, router: Any, peer: bytes | None, frames: list[Any]) -> None:
         """One data message from the host (``peer`` is None on the comm route)."""
         opened = self.link.unpack(frames)
         if opened is None:
@@ -391,7 +405,7 @@ class Agent:
                 self._pending.extend(spawns)
             self._spawned = True
 
-    def _flush(self, router: zmq.Socket) -> None:
+    def _flush(self, router: Any) -> None:
         if not self.link.window_open:
             return  # the host is behind: what is ready waits in the outbox
         started, output, results = self.outbox.take()
@@ -406,16 +420,19 @@ class Agent:
         elif self.link.ack_due() and self._connected:
             self._send_raw(router, self.link.control())
 
-    def _send(self, router: zmq.Socket, items: list[Item], frames: list[Any]) -> None:
+    def _send(self, router: Any, items: list[Item], frames: list[Any]) -> None:
         self._send_raw(router, self.link.pack(items, frames))  # type: ignore[arg-type]
 
-    def _send_raw(self, router: zmq.Socket, message: list[Any]) -> None:
+    def _send_raw(self, router: Any, message: list[Any]) -> None:
         if self.route == "comm":
             if self.comm is not None:
                 self.comm.send(data={}, buffers=[bytes(f) for f in message])
             return
         if self.peer is None:
             return  # kept in the link's unacknowledged list; re-sent once the host speaks
+        if self.route == "stream":
+            router.send(self.peer, message)
+            return
         try:
             router.send_multipart([self.peer, *message], copy=False)
         except zmq.ZMQError:
@@ -433,7 +450,7 @@ class Agent:
         if running.task is not None:
             self.loop.call_soon_threadsafe(running.task.cancel)
 
-    def _escalate_cancels(self, router: zmq.Socket) -> None:
+    def _escalate_cancels(self, router: Any) -> None:
         now = time.monotonic()
         for task_id, running in list(self.running.items()):
             if running.cancel_at is None:

@@ -19,7 +19,7 @@ __all__ = ["bootstrap_code", "INFO_NAME"]
 
 #: The worker-side name holding the agent's answer, read back with ``user_expressions``.
 INFO_NAME = "_elsewhere_agent_info"
-_SHIPPED = ("channel", "serialize", "taskoutput", "proxy_files", "proxy_os", "proxy_subprocess", "proxy", "agent")
+_SHIPPED = ("channel", "stream", "serialize", "taskoutput", "proxy_files", "proxy_os", "proxy_subprocess", "proxy", "agent")
 
 _TEMPLATE = """
 def _elsewhere_boot(sources, force_source, hwm, route, protocol, python):

@@ -27,7 +27,7 @@ from .ioserver import IOServer
 from .output import ConsoleSink, OutputSink
 from .placement import choose
 from .readers import GUARD_INTERVAL, IDLE_GUARD_INTERVAL, Readers
-from .routes import ROUTES
+from .routes import DEFAULT_ROUTE, ROUTES
 from .runtime import RuntimeThread, TaskOwner
 from .serialize import Serializer, writable
 from .tasks import RemoteTask, StateLock, TaskOptions, Waiters
@@ -101,9 +101,9 @@ class Cluster:
         self.events = events or EventStream()
         self.serializer = Serializer()
         self.hwm = hwm
-        self.route = route or os.environ.get("ELSEWHERE_ROUTE", "zmq")
+        self.route = route or os.environ.get("ELSEWHERE_ROUTE") or DEFAULT_ROUTE
         if self.route not in ROUTES:
-            msg = f"route={self.route!r}: choose one of {', '.join(ROUTES)} (zmq unless only the Jupyter protocol reaches the workers)"
+            msg = f"route={self.route!r}: choose one of {', '.join(ROUTES)} ({DEFAULT_ROUTE} unless only the Jupyter protocol reaches the workers)"
             raise ValueError(msg)
         self.force_source = force_source
         self.startup_timeout = startup_timeout

@@ -18,6 +18,7 @@ from .workercount import default_worker_count
 from .cluster import Cluster
 from .host import Host
 from .output import IOPubSink
+from .routes import DEFAULT_ROUTE
 from .hostpolicy import IOPolicy
 
 __all__ = ["ElsewhereKernel"]
@@ -34,8 +35,9 @@ class ElsewhereKernel(IPythonKernel):
     worker_python = Unicode(sys.executable, help="The Python that runs worker kernels.").tag(config=True)
     startup_timeout = Integer(60, help="Seconds a worker kernel may take to start.").tag(config=True)
     route = Unicode(
-        help="How data messages reach workers: 'zmq' (a direct socket, fast) or 'comm' (over the "
-        "Jupyter protocol, for workers behind a gateway). Env ELSEWHERE_ROUTE; default zmq."
+        help="How data messages reach workers: 'stream' (a TCP connection, fastest; Linux), 'zmq' "
+        "(a zmq socket) or 'comm' (over the Jupyter protocol, for workers behind a gateway). "
+        "Env ELSEWHERE_ROUTE; default stream where the system has epoll, else zmq."
     ).tag(config=True)
 
     io_roots = List(
@@ -47,7 +49,7 @@ class ElsewhereKernel(IPythonKernel):
 
     @default("route")
     def _default_route(self) -> str:
-        return os.environ.get("ELSEWHERE_ROUTE", "zmq")
+        return os.environ.get("ELSEWHERE_ROUTE") or DEFAULT_ROUTE
 
     @default("workers")
     def _default_workers(self) -> int:

@@ -18,9 +18,10 @@ from typing import Any, Protocol, cast
 
 import zmq
 
+from . import stream
 from .readers import Readers
 
-__all__ = ["Route", "ZmqRoute", "CommRoute", "ROUTES", "make_route"]
+__all__ = ["Route", "ZmqRoute", "StreamRoute", "CommRoute", "ROUTES", "DEFAULT_ROUTE", "make_route"]
 
 
 class Route(Protocol):
@@ -99,6 +100,56 @@ class ZmqRoute:
                 self.socket.close(linger=0)
 
 
+class StreamRoute:
+    """A plain TCP connection to the agent (``stream``): the sending thread writes it and
+    the reading loop reads it, without zmq's I/O threads in between. Watched, like a
+    zmq socket, through one descriptor (``stream.connect``'s ``epoll`` set)."""
+
+    any_thread = True
+
+    def __init__(self, ip: str, port: int, lock: AbstractContextManager[Any], readers: Readers) -> None:
+        self._conn, self._epoll = stream.connect(ip, port)
+        self.fd: int = self._epoll.fileno()
+        self._lock = lock
+        self._readers = readers
+        self._deliver: Callable[[list[Any]], None] | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def start(self, deliver: Callable[[list[Any]], None], spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        self._deliver = deliver
+        self._readers.add(self)
+
+    def send(self, frames: list[Any]) -> None:
+        self._conn.send(frames)
+
+    def arrived(self) -> bool:
+        """Send what waits to go, read what came; whether a message is ready (the caller
+        holds the lock)."""
+        self._conn.pump()
+        return bool(self._conn.messages)
+
+    def readable(self) -> None:
+        """Read and deliver every message that waits."""
+        with self._lock:
+            messages = self._conn.messages
+            while self._deliver is not None and not self._closed and self.arrived():
+                while messages and self._deliver is not None:
+                    self._deliver(messages.popleft())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._readers.remove(self)
+                self._deliver = None
+                self._conn.close()
+                self._epoll.close()
+
+
 class CommRoute:
     """Frames travel as the buffers of ``comm_msg`` messages on the worker's channels
     (whose sockets belong to the runtime loop: sends come from it alone)."""
@@ -139,8 +190,11 @@ class CommRoute:
             pass
 
 
-#: The routes by name: ``zmq`` unless only the Jupyter protocol reaches the workers.
-ROUTES: dict[str, type[ZmqRoute] | type[CommRoute]] = {"zmq": ZmqRoute, "comm": CommRoute}
+#: The routes by name. ``stream`` where the system has ``epoll``, else ``zmq``; ``comm``
+#: where only the Jupyter protocol reaches the workers.
+ROUTES: dict[str, type[ZmqRoute] | type[StreamRoute] | type[CommRoute]] = {"zmq": ZmqRoute, "stream": StreamRoute, "comm": CommRoute}
+
+DEFAULT_ROUTE = "stream" if stream.available() else "zmq"
 
 
 def make_route(
@@ -148,6 +202,8 @@ def make_route(
 ) -> Route:
     if name == "zmq":
         return ZmqRoute(ip, info["port"], hwm, lock, readers)
+    if name == "stream":
+        return StreamRoute(ip, info["port"], lock, readers)
     if name == "comm":
         return CommRoute(client, info["comm_target"], lock)
     msg = f"unknown route {name!r}; choose one of {', '.join(ROUTES)}"

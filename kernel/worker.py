@@ -210,7 +210,7 @@ class Worker:
         ``wait_for_ready`` would also wait for iopub to stay quiet for 0.2 s, which the
         data plane does not need; the comm route, which reads iopub, still uses it.
         """
-        if self.route_name != "zmq":
+        if self.route_name == "comm":
             await self.kc.wait_for_ready(timeout=self.startup_timeout)
             return
         loop = asyncio.get_running_loop()

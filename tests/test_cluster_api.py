@@ -1,4 +1,4 @@
-"""The library API in a plain script (no notebook): real worker kernels, both routes,
+"""The library API in a plain script (no notebook): real worker kernels, every route,
 and delivery that survives a flood the host reads too slowly."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ async def where() -> int:
     return os.getpid()
 
 
-@pytest.mark.parametrize("route", ["zmq", "comm"])
+@pytest.mark.parametrize("route", ["stream", "zmq", "comm"])
 def test_flood_of_results_read_slowly_loses_nothing(route):
     # Tiny socket queues (hwm=2) make zmq drop what the slow host cannot take yet.
     cluster = Cluster(workers=1, hwm=2, route=route)
@@ -107,7 +107,7 @@ def test_loops_on_two_threads_await_their_own_tasks_at_once(capsys):
 
 
 def test_options_and_bad_input_are_checked():
-    with pytest.raises(ValueError, match="route='pigeon': choose one of zmq, comm"):
+    with pytest.raises(ValueError, match="route='pigeon': choose one of zmq, stream, comm"):
         Cluster(workers=1, route="pigeon")
     with pytest.raises(ValueError, match=r"workers=-1: a cluster needs zero or more workers"):
         Cluster(workers=-1)
@@ -301,6 +301,32 @@ def test_workers_are_private_to_this_host():
     assert len(info["key"]) >= 32 and info["signature_scheme"] == "hmac-sha256"
     assert agent_port in [addr.port for addr in listening]
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+
+
+@pytest.mark.parametrize("route", ["stream", "zmq"])
+def test_a_stranger_on_the_agents_port_changes_nothing(route):
+    # Anyone on this machine can connect to the agent's port. What they send is not
+    # signed with the worker's key: it is dropped, and the cluster goes on as before.
+    import socket
+    import struct
+
+    from elsewhere.kernel.channel import MARKER
+
+    async def main(cluster):
+        with cluster.distribute():
+            return await asyncio.gather(*(where() for _ in range(3)))
+
+    with Cluster(workers=1, route=route) as cluster:
+        (worker,) = cluster._workers.values()
+        port = worker.info["port"]
+        forged = MARKER + b"\n" + b"0" * 64 + b'\n{"seq":1,"ack":0,"items":[{"k":"stop"}]}'
+        junk = [b"\xff" * 64, struct.pack("!IQ", 1, len(forged)) + forged, struct.pack("!IQ", 1, 1 << 62)]
+        for data in junk:
+            with socket.create_connection(("127.0.0.1", port)) as stranger:
+                stranger.sendall(data)
+        pids = asyncio.run(main(cluster))
+        assert pids == [worker.pid] * 3
+        assert [w.state for w in cluster.workers()] == ["idle"]
 
 
 def json_load(path):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from jupyter_client.session import Session
 
-from elsewhere.kernel import capture, placement
+from elsewhere.kernel import capture, placement, stream
 from elsewhere.kernel.channel import Link, split_items, with_frames
 from elsewhere.kernel.serialize import OOB_THRESHOLD, Serializer, unpicklable_path
 
@@ -258,3 +258,51 @@ def test_task_output_keeps_the_order_of_streams_and_displays():
 
     contextvars.copy_context().run(task)
     assert stdout._inner.getvalue() == ""  # nothing of the task's went to the kernel's streams
+
+
+@pytest.mark.skipif(not stream.available(), reason="the stream route needs epoll")
+def test_stream_connection_carries_frames_whole_through_a_full_socket():
+    # A sender whose peer does not read yet: sends never block, what the socket does not
+    # take waits, and every frame arrives whole and in order once the peer reads.
+    import select
+    import socket
+
+    left, right = socket.socketpair()
+    epoll = select.epoll()
+    sender = stream.Connection(left, epoll)
+    receiver = stream.Connection(right, epoll)
+    big = np.arange(1_500_000, dtype=np.float64)  # 12 MB: more than the socket holds
+    messages = [[b"head %d" % i, memoryview(big), b""] for i in range(3)] + [[b"tail"]]
+    for message in messages:
+        sender.send(message)
+    assert sender._out, "everything fit: the test did not fill the socket"
+    got = []
+    while len(got) < len(messages):
+        sender.flush()
+        receiver.pump()
+        while receiver.messages:
+            got.append(receiver.messages.popleft())
+    assert [bytes(f) for f in got[-1]] == [b"tail"]
+    for i, frames in enumerate(got[:3]):
+        assert bytes(frames[0]) == b"head %d" % i and bytes(frames[2]) == b""
+        assert np.array_equal(np.frombuffer(frames[1], dtype=np.float64), big)
+    assert not sender._out
+    epoll.close()
+
+
+@pytest.mark.skipif(not stream.available(), reason="the stream route needs epoll")
+def test_stream_connection_drops_a_peer_that_sends_nonsense():
+    import select
+    import socket
+    import struct
+
+    epoll = select.epoll()
+    for garbage in (struct.pack("!I", 0), struct.pack("!I", 1 << 20), struct.pack("!IQ", 1, 1 << 62)):
+        left, right = socket.socketpair()
+        receiver = stream.Connection(right, epoll)
+        left.sendall(garbage)
+        receiver.pump()
+        assert receiver.closed and not receiver.messages
+        left.close()
+    epoll.close()
+
