@@ -65,6 +65,7 @@ class Connection:
         self._out: collections.deque[memoryview] = collections.deque()
         self._writing = False
         self._buf = bytearray()
+        self._scratch = memoryview(bytearray(_CHUNK))
         self._sizes: list[int] | None = None  # of the message being read
         self._frames: list[Any] = []
         self._big: mmap.mmap | None = None  # a long frame being filled in place
@@ -128,9 +129,11 @@ class Connection:
                             self._parse()
                         continue
                 else:
-                    chunk = self.sock.recv(_CHUNK)
-                    if chunk:
-                        self._buf += chunk
+                    # Into one buffer kept for it: a fresh 256 KiB ``recv`` result would
+                    # be an mmap and munmap of its own for every message.
+                    got = self.sock.recv_into(self._scratch)
+                    if got:
+                        self._buf += self._scratch[:got]
                         self._parse()
                         continue
             except (BlockingIOError, InterruptedError):
