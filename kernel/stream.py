@@ -31,6 +31,8 @@ _DIRECT = 1 << 16
 _CHUNK = 1 << 18
 #: Socket buffers: a large array goes out in fewer rounds of the loop.
 _BUFFER = 1 << 22
+#: While a long frame is read, the socket wakes its reader once this much has come.
+_LOW_WATER = 1 << 20
 #: What one ``sendmsg`` may carry (the system's IOV_MAX is 1024).
 _IOV = 512
 #: A message's frame count and sizes are checked against these before anything is
@@ -70,6 +72,7 @@ class Connection:
         self._frames: list[Any] = []
         self._big: mmap.mmap | None = None  # a long frame being filled in place
         self._filled = 0
+        self._low_water = 1
         epoll.register(self.fileno, select.EPOLLIN)
 
     # -- out -----------------------------------------------------------------------
@@ -126,6 +129,7 @@ class Connection:
                         if self._filled == len(self._big):
                             self._frames.append(self._big)
                             self._big = None
+                            self._wake_at(1)
                             self._parse()
                         continue
                 else:
@@ -137,10 +141,22 @@ class Connection:
                         self._parse()
                         continue
             except (BlockingIOError, InterruptedError):
+                if self._big is not None:
+                    # Wake the reader again only when a good part of a long frame has
+                    # come (or all the rest of it), not for every segment.
+                    self._wake_at(min(len(self._big) - self._filled, _LOW_WATER))
                 return
             except OSError:
                 pass
             self._close()  # an orderly end, or a reset
+
+    def _wake_at(self, size: int) -> None:
+        if size != self._low_water:
+            self._low_water = size
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+            except OSError:
+                pass
 
     def _parse(self) -> None:
         buf = self._buf
