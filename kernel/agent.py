@@ -1,8 +1,9 @@
 """The worker agent: runs the host's tasks inside a worker kernel.
 
 The host installs it with one silent ``execute_request`` (see ``bootstrap.py``). It
-binds a ROUTER socket on the kernel's own interface and talks to the host over it,
-signed with the kernel's key. Two threads, neither of them the kernel's main thread:
+listens on the kernel's own interface (a plain TCP socket for the ``stream`` route, see
+``stream.py``; a zmq ROUTER socket for ``zmq``) and talks to the host over it, signed
+with the kernel's key. Two threads, neither of them the kernel's main thread:
 
 - the I/O thread receives spawns and cancels, flushes batched output and results, and
   escalates cancels that user code ignores;
@@ -19,7 +20,8 @@ and a GIL hand-off cost more than a trivial task, so the thread at hand does the
 - the I/O thread reads it on its rounds (every 10 ms while tasks run), which is what
   reaches a loop that a task keeps busy.
 Whoever uses the socket reads what has arrived before letting go of it: zmq's descriptor
-signals changes, not readiness, and a send can take the signal of an arrival.
+signals changes, not readiness, and a send can take the signal of an arrival. (The
+stream route's descriptor signals readiness; reading before letting go costs it little.)
 
 Sent to kernels as source: standard library, zmq, jupyter_client, dill and IPython only.
 """

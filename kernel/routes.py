@@ -1,12 +1,15 @@
-"""The two routes a data message can take between host and agent, behind one interface.
+"""The routes a data message can take between host and agent, behind one interface.
 
+- ``StreamRoute``: a plain TCP connection to the agent's listening socket, written and
+  read by the host's own threads (``stream.py``); the fastest for small messages, and
+  the default on Linux.
 - ``ZmqRoute``: a DEALER socket connected to the ROUTER the agent bound on the kernel's
-  own interface; the fast path, reachable wherever the kernel's ports are.
+  own interface; zmq's I/O threads move very large arrays fastest.
 - ``CommRoute``: a comm over the Jupyter protocol itself (shell out, iopub back), for
   kernels behind a gateway where only the protocol passes. Slower; iopub may drop under
   pressure, which the link's sequence numbers repair.
 
-Both carry the same signed frames (``channel.Link``); neither knows what is inside.
+All carry the same signed frames (``channel.Link``); neither knows what is inside.
 """
 
 from __future__ import annotations
