@@ -203,6 +203,7 @@ class Connection:
         if not self.closed:
             self.closed = True
             self._out.clear()
+            self._writing = False
             try:
                 self._epoll.unregister(self.fileno)
             except (OSError, ValueError):
