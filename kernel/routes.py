@@ -42,12 +42,26 @@ class Route(Protocol):
     def close(self) -> None: ...
 
 
-class ZmqRoute:
+class _Watched:
+    """What the socket routes share: the cluster's lock, the registry of which loop reads
+    them (``readers``), and where their messages go once started."""
+
+    any_thread = True
+
+    def __init__(self, lock: AbstractContextManager[Any], readers: Readers) -> None:
+        self._lock = lock
+        self._readers = readers
+        self._deliver: Callable[[list[Any]], None] | None = None
+
+    def start(self, deliver: Callable[[list[Any]], None], spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
+        self._deliver = deliver
+        self._readers.add(self)  # type: ignore[arg-type]
+
+
+class ZmqRoute(_Watched):
     """A plain DEALER socket (no ``zmq.asyncio``: its futures cost more per message than
     a trivial task's whole round trip), read in a loop's reader callback itself, by
     whichever loop ``readers`` says (the runtime's, or the loop awaiting the results)."""
-
-    any_thread = True
 
     def __init__(self, ip: str, port: int, hwm: int, lock: AbstractContextManager[Any], readers: Readers) -> None:
         self.socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
@@ -56,18 +70,12 @@ class ZmqRoute:
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.connect(f"tcp://{ip}:{port}")
         self.fd = cast(int, self.socket.getsockopt(zmq.FD))
-        self._lock = lock
-        self._readers = readers
-        self._deliver: Callable[[list[Any]], None] | None = None
+        super().__init__(lock, readers)
         self._read_scheduled = False
 
     @property
     def closed(self) -> bool:
         return bool(self.socket.closed)
-
-    def start(self, deliver: Callable[[list[Any]], None], spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
-        self._deliver = deliver
-        self._readers.add(self)
 
     def send(self, frames: list[Any]) -> None:
         try:
@@ -103,28 +111,20 @@ class ZmqRoute:
                 self.socket.close(linger=0)
 
 
-class StreamRoute:
+class StreamRoute(_Watched):
     """A plain TCP connection to the agent (``stream``): the sending thread writes it and
     the reading loop reads it, without zmq's I/O threads in between. Watched, like a
     zmq socket, through one descriptor (``stream.connect``'s ``epoll`` set)."""
 
-    any_thread = True
-
     def __init__(self, ip: str, port: int, lock: AbstractContextManager[Any], readers: Readers) -> None:
         self._conn, self._epoll = stream.connect(ip, port)
         self.fd: int = self._epoll.fileno()
-        self._lock = lock
-        self._readers = readers
-        self._deliver: Callable[[list[Any]], None] | None = None
+        super().__init__(lock, readers)
         self._closed = False
 
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def start(self, deliver: Callable[[list[Any]], None], spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
-        self._deliver = deliver
-        self._readers.add(self)
 
     def send(self, frames: list[Any]) -> None:
         self._conn.send(frames)
