@@ -95,16 +95,28 @@ class Frontend:
         self.km.start_kernel(env=self.env, cwd=self.cwd)
         self.kc = self.km.client()
         self.kc.start_channels()
-        msg_id = self.kc.kernel_info()
-        self._shell_reply(msg_id, timeout)
-        return time.perf_counter() - started
+        # Asked again every second until answered, as jupyter_client's wait_for_ready
+        # and Jupyter Server's nudge do: a request that reaches a kernel before its
+        # shell is listening can be lost.
+        asked = [self.kc.kernel_info()]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._shell_reply(asked, min(1.0, deadline - time.monotonic()))
+                return time.perf_counter() - started
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                asked.append(self.kc.kernel_info())
 
     def kernel_info(self, timeout: float = 10) -> float:
         started = time.perf_counter()
         self._shell_reply(self.kc.kernel_info(), timeout)
         return time.perf_counter() - started
 
-    def _shell_reply(self, msg_id: str, timeout: float) -> dict[str, Any]:
+    def _shell_reply(self, msg_id: str | list[str], timeout: float) -> dict[str, Any]:
+        """The shell reply to ``msg_id`` (or to any of several requests)."""
+        wanted = [msg_id] if isinstance(msg_id, str) else msg_id
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -120,7 +132,7 @@ class Frontend:
                     msg = f"the kernel exited before it answered {msg_id}"
                     raise RuntimeError(msg) from None
                 continue
-            if reply["parent_header"].get("msg_id") == msg_id:
+            if reply["parent_header"].get("msg_id") in wanted:
                 return reply
 
     def execute(self, code: str, timeout: float = 120, *, iopub: bool = True) -> Reply:
