@@ -91,6 +91,40 @@ def _worker_frames(tb: Any) -> Any:
     return tb
 
 
+class _ZmqServer:
+    """The agent's end of the ``zmq`` route: a ROUTER socket, with the interface of the
+    ``stream`` route's ``stream.Server`` (``poll_in``, ``take``, ``send``, ``close``)."""
+
+    def __init__(self, context: zmq.Context, ip: str, hwm: int) -> None:
+        self._socket = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.SNDHWM, hwm)
+        self._socket.setsockopt(zmq.RCVHWM, hwm)
+        self.port = self._socket.bind_to_random_port(f"tcp://{ip}")
+        self.fd = cast(int, self._socket.getsockopt(zmq.FD))
+
+    def poll_in(self) -> bool:
+        # EVENTS: cheaper than the exception an empty receive raises, and asking for it
+        # also clears the descriptor.
+        return bool(cast(int, self._socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+
+    def take(self) -> list[tuple[bytes, list[Any]]]:
+        frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        return [(frames[0].bytes, [f.buffer for f in frames[1:]])]
+
+    def send(self, peer: bytes, frames: list[Any]) -> None:
+        try:
+            self._socket.send_multipart([peer, *frames], copy=False)
+        except zmq.ZMQError:
+            pass  # the host is gone or its queue is full: the link re-sends
+
+    def close(self) -> None:
+        self._socket.close(linger=0)
+
+
+_Server = _stream.Server | _ZmqServer
+
+
 class Agent:
     """One per worker kernel. ``start()`` returns the port the host connects to."""
 
@@ -117,7 +151,7 @@ class Agent:
         self._woken = False
         self.io_lock = threading.Lock()
         self._send_scheduled = False
-        self._router: Any | None = None
+        self._router: _Server | None = None
         self.loop = asyncio.new_event_loop()
         self._loop_thread: int | None = None
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
@@ -141,17 +175,8 @@ class Agent:
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> int:
-        router: Any
-        if self.route == "stream":
-            router = _stream.Server(self.ip)
-            self.port, self._fd = router.port, router.fd
-        else:
-            router = self._context.socket(zmq.ROUTER)
-            router.setsockopt(zmq.LINGER, 0)
-            router.setsockopt(zmq.SNDHWM, self.hwm)
-            router.setsockopt(zmq.RCVHWM, self.hwm)
-            self.port = router.bind_to_random_port(f"tcp://{self.ip}")
-            self._fd = cast(int, router.getsockopt(zmq.FD))
+        router: _Server = _stream.Server(self.ip) if self.route == "stream" else _ZmqServer(self._context, self.ip, self.hwm)
+        self.port, self._fd = router.port, router.fd
         self._router = router
         wake_recv = self._context.socket(zmq.PAIR)
         wake_recv.bind(f"inproc://elsewhere-wake-{id(self)}")
@@ -240,7 +265,7 @@ class Agent:
 
     # -- I/O thread ------------------------------------------------------------------
 
-    def _io_main(self, router: Any, wake: zmq.Socket) -> None:
+    def _io_main(self, router: _Server, wake: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(wake, zmq.POLLIN)
         last_load = 0.0
@@ -273,13 +298,10 @@ class Agent:
             # not wait for the GIL while this one finishes its round.
             self._hand_over(spawned)
         with self.io_lock:
-            if self.route == "stream":
-                router.close()
-            else:
-                router.close(linger=0)
+            router.close()
         wake.close(linger=0)
 
-    def _release_socket(self, router: Any) -> bool:
+    def _release_socket(self, router: _Server) -> bool:
         """Read what arrived while the socket was in use (see the module's docstring);
         whether spawns came since the task loop was last told. Holds io_lock."""
         self._receive(router)
@@ -346,18 +368,12 @@ class Agent:
                 spawned = self._release_socket(router)
         self._hand_over(spawned)
 
-    def _receive(self, router: Any) -> None:
-        if self.route == "stream":
-            while router.poll_in():
-                for peer, frames in router.take():
-                    self._handle(router, peer, frames)
-            return
-        # EVENTS first: cheaper than the exception an empty receive raises.
-        while cast(int, router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            frames = router.recv_multipart(zmq.NOBLOCK, copy=False)
-            self._handle(router, frames[0].bytes, [f.buffer for f in frames[1:]])
+    def _receive(self, router: _Server) -> None:
+        while router.poll_in():
+            for peer, frames in router.take():
+                self._handle(router, peer, frames)
 
-    def _handle(self, router: Any, peer: bytes | None, frames: list[Any]) -> None:
+    def _handle(self, router: _Server, peer: bytes | None, frames: list[Any]) -> None:
         """One data message from the host (``peer`` is None on the comm route)."""
         opened = self.link.unpack(frames)
         if opened is None:
@@ -407,7 +423,7 @@ class Agent:
                 self._pending.extend(spawns)
             self._spawned = True
 
-    def _flush(self, router: Any) -> None:
+    def _flush(self, router: _Server) -> None:
         if not self.link.window_open:
             return  # the host is behind: what is ready waits in the outbox
         started, output, results = self.outbox.take()
@@ -422,23 +438,17 @@ class Agent:
         elif self.link.ack_due() and self._connected:
             self._send_raw(router, self.link.control())
 
-    def _send(self, router: Any, items: list[Item], frames: list[Any]) -> None:
+    def _send(self, router: _Server, items: list[Item], frames: list[Any]) -> None:
         self._send_raw(router, self.link.pack(items, frames))  # type: ignore[arg-type]
 
-    def _send_raw(self, router: Any, message: list[Any]) -> None:
+    def _send_raw(self, router: _Server, message: list[Any]) -> None:
         if self.route == "comm":
             if self.comm is not None:
                 self.comm.send(data={}, buffers=[bytes(f) for f in message])
             return
         if self.peer is None:
             return  # kept in the link's unacknowledged list; re-sent once the host speaks
-        if self.route == "stream":
-            router.send(self.peer, message)
-            return
-        try:
-            router.send_multipart([self.peer, *message], copy=False)
-        except zmq.ZMQError:
-            pass  # the host is gone or its queue is full: the link re-sends
+        router.send(self.peer, message)
 
     @property
     def _connected(self) -> bool:
@@ -452,7 +462,7 @@ class Agent:
         if running.task is not None:
             self.loop.call_soon_threadsafe(running.task.cancel)
 
-    def _escalate_cancels(self, router: Any) -> None:
+    def _escalate_cancels(self, router: _Server) -> None:
         now = time.monotonic()
         for task_id, running in list(self.running.items()):
             if running.cancel_at is None:
