@@ -437,7 +437,8 @@ class Cluster:
     # -- messages from workers -----------------------------------------------------------
 
     def _on_message(self, worker: Worker, items: list[tuple[Item, list[Any]]]) -> None:
-        """What a worker sent (on the runtime loop, holding the lock: see ``Route``)."""
+        """What a worker sent (on whichever loop reads its socket, holding the lock: see
+        ``Route`` and ``readers``)."""
         finished = False
         for item, frames in items:
             kind = item["k"]

@@ -9,7 +9,7 @@
   kernels behind a gateway where only the protocol passes. Slower; iopub may drop under
   pressure, which the link's sequence numbers repair.
 
-All carry the same signed frames (``channel.Link``); neither knows what is inside.
+All carry the same signed frames (``channel.Link``); none knows what is inside.
 """
 
 from __future__ import annotations

@@ -294,7 +294,8 @@ class Worker:
         self.route.start(self._on_frames, spawn)
 
     def _on_frames(self, frames: list[Any]) -> None:
-        """One message from the agent (on the runtime loop, holding the lock)."""
+        """One message from the agent (on whichever loop reads the route, holding the
+        lock)."""
         link = self.link
         opened = link.unpack(frames) if link is not None else None
         if opened is None:
