@@ -48,6 +48,7 @@ import zmq
 from jupyter_client.session import Session
 
 from . import channel as _channel
+from . import proxy as _proxy
 from .channel import Item
 from . import serialize as _serialize
 from . import stream as _stream
@@ -169,8 +170,9 @@ class Agent:
         self._io_ids = itertools.count(1)
         self._envs: dict[str, dict[str, str]] = {}
         self._task_envs: dict[str, dict[str, str]] = {}
-        self._host_lock = threading.Lock()
-        self.hostio: Any = None
+        # Made now, not by the first task: the paths it keeps local are the worker's own,
+        # before the host's sys.path arrives, and the first task does not wait for them.
+        self.hostio = _proxy.HostIO(self.request, self._io_active, self._io_environ)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -238,8 +240,7 @@ class Agent:
         self._stopping.set()
         self._wake()
         sys.stdout, sys.stderr = self._saved.get("stdout", sys.stdout), self._saved.get("stderr", sys.stderr)
-        if self.hostio is not None:
-            self.hostio.uninstall()
+        self.hostio.uninstall()
         if "display_pub" in self._saved:
             from IPython import get_ipython
 
@@ -618,15 +619,8 @@ class Agent:
         and passes anything not from such a task to the original, and installing it
         around each task would cost more than the task (about 0.4 ms).
         """
-        if self.hostio is not None:
-            return
-        with self._host_lock:
-            if self.hostio is None:
-                from . import proxy
-
-                hostio = proxy.HostIO(self.request, self._io_active, self._io_environ)
-                hostio.install()
-                self.hostio = hostio
+        if not self.hostio.installed:
+            self.hostio.install()
 
     def _io_active(self) -> bool:
         task = current_task.get()

@@ -82,31 +82,38 @@ def default_local_paths() -> tuple[str, ...]:
     """Where the worker's own Python code lives: paths that stay local in a host task.
 
     The standard library, site-packages, and the absolute ``sys.path`` entries that
-    neither hold nor lie inside the working directory (the notebook's directory, for a
-    local worker: that one is the host's). So imports, ``linecache``, ``inspect`` and
-    library data files see the worker's own files.
+    neither hold nor lie inside the worker's working directory. So imports, ``linecache``,
+    ``inspect`` and library data files see the worker's own files. Taken when the agent
+    starts, before the host's ``sys.path`` entries arrive with the first task: the
+    notebook's directory is one of those, and its files are the host's.
     """
     import site
     import sysconfig
 
-    found = {value for key, value in sysconfig.get_paths().items() if key not in ("data", "scripts")}
+    found = [value for key, value in sysconfig.get_paths().items() if key not in ("data", "scripts")]
     try:
-        found.update(site.getsitepackages())
-        found.add(site.getusersitepackages())
+        found += [*site.getsitepackages(), site.getusersitepackages()]
     except AttributeError:  # site was replaced (virtualenv < 20)
         pass
+    cwd = os.path.join(os.path.realpath(os.getcwd()), "")
     local: set[str] = set()
-    # Packages imported from elsewhere (editable installs use an import hook, not sys.path).
+
+    def consider(entry: str) -> None:
+        if entry and os.path.isabs(entry):
+            real = os.path.realpath(entry)
+            inside = os.path.join(real, "")
+            if not (cwd.startswith(inside) or inside.startswith(cwd)):
+                local.update((entry, real))
+
+    for entry in {*sys.path, *found}:
+        consider(entry)
+    # Packages imported from elsewhere (editable installs use an import hook, not
+    # sys.path); most lie under an entry kept above, which saves resolving their links.
+    covered = tuple(os.path.join(p, "") for p in local)
     for name, module in list(sys.modules.items()):
         where = getattr(module, "__file__", None) if "." not in name else None
-        if where:
-            found.add(os.path.dirname(where) if hasattr(module, "__path__") else where)
-    cwd = os.path.join(os.path.realpath(os.getcwd()), "")
-    for entry in [*sys.path, *found]:
-        if entry and os.path.isabs(entry):
-            inside = os.path.join(os.path.realpath(entry), "")
-            if not (cwd.startswith(inside) or inside.startswith(cwd)):
-                local.update((entry, os.path.realpath(entry)))
+        if where and not where.startswith(covered):
+            consider(os.path.dirname(where) if hasattr(module, "__path__") else where)
     kept: list[str] = []
     for path in sorted(os.path.join(p, "") if os.path.isdir(p) else p for p in local if os.path.dirname(p) != p):
         if not (kept and path.startswith(kept[-1]) and kept[-1].endswith(os.sep)):

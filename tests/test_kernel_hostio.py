@@ -270,3 +270,19 @@ def test_journal_of_a_task_without_host_io_says_so(host):
     result = host.run("%tasks --journal t999999")
     assert result.error["ename"] == "UsageError"
     assert "there is no journal for task 't999999'" in result.error["evalue"]
+
+
+def test_absolute_paths_in_the_notebooks_directory_are_the_hosts(host):
+    """The notebook's directory is on the workers' sys.path (for imports), and its files
+    are still the host's: served, checked and journaled by the host."""
+    table = host.ok(
+        "%%distribute\n"
+        "async def absolute():\n"
+        "    with open(os.path.join(os.getcwd(), 'absolute.txt'), 'w') as f:\n"
+        "        f.write('by absolute path')\n"
+        "a = asyncio.create_task(absolute())\n"
+        "await a\n"
+        "get_ipython().run_line_magic('tasks', f'--journal {a.remote.id}')\n"
+    ).value
+    assert (host.root / "absolute.txt").read_text() == "by absolute path"
+    assert "absolute.txt" in table and "write" in table
