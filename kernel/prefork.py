@@ -17,7 +17,6 @@ closed cluster: start-up is over), and gives up after ``WAIT_LIMIT`` seconds unu
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -28,7 +27,7 @@ import threading
 import time
 from typing import Any
 
-from jupyter_client.provisioning import LocalProvisioner
+from jupyter_client.provisioning import KernelProvisionerFactory, LocalProvisioner
 
 __all__ = ["PreforkProvisioner", "PROVISIONER", "fork_waiting", "usable", "discard"]
 
@@ -71,6 +70,12 @@ def fork_waiting(count: int) -> int:
 
     for name in _SHARED_IMPORTS:
         importlib.import_module(name)
+    # Every kernel lists this machine's addresses once as it reads its connection file,
+    # and the host again as it launches a worker (through psutil, 10-30 ms each): once
+    # here serves them all.
+    from jupyter_client.localinterfaces import local_ips
+
+    local_ips()
     # Unwritten output would otherwise be written again by every child.
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
@@ -98,13 +103,11 @@ def usable(python: str) -> bool:
     return bool(_waiting) and python == sys.executable and _registered()
 
 
-@functools.lru_cache(maxsize=1)
 def _registered() -> bool:
     """The provisioner is found through its entry point: not when running from a
-    source tree that was never installed."""
-    from importlib.metadata import entry_points
-
-    return any(ep.name == PROVISIONER for ep in entry_points(group="jupyter_client.kernel_provisioners"))
+    source tree that was never installed. Asks jupyter_client's factory, which reads
+    the entry points once for every kernel manager."""
+    return PROVISIONER in KernelProvisionerFactory.instance().provisioners
 
 
 def discard() -> None:
