@@ -34,6 +34,7 @@ import contextvars
 import select
 import ctypes
 import faulthandler
+import gc
 import inspect
 import itertools
 import os
@@ -202,6 +203,9 @@ class Agent:
             self.loop.add_reader(self._fd, self._loop_readable)
         threading.Thread(target=self._loop_main, name="elsewhere-tasks", daemon=True).start()
         threading.Thread(target=self._io_main, args=(router, wake_recv), name="elsewhere-io", daemon=True).start()
+        # The kernel's and the agent's objects live as long as the worker: the collector,
+        # which many tasks at once make run often, need not walk them again.
+        gc.freeze()
         return self.port
 
     def _open_comm_target(self) -> None:

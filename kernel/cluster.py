@@ -311,7 +311,8 @@ class Cluster:
             raise serialization_error(call, exc, self.serializer) from None
         arguments = call.arguments()
         record = RemoteTask(call.name, call.summary(arguments), frames, sync=sync, options=options, parent=parent, env=env, args=arguments)
-        record.files = files
+        if files:
+            record.files = files
         self._tasks[record.id] = record
         self._emit_task(record)
         return record
@@ -564,6 +565,10 @@ class Cluster:
     def _retire(self, record: RemoteTask) -> None:
         if record.options.io == "host":
             self.io.task_done(record.id)
+        # Kept for %tasks and the widget: without what only a running task needs, which
+        # would leave thousands of objects more for the garbage collector to walk.
+        record.waiter = record.future = None
+        record.files = frozenset()
         self._emit_task(record)
         self._finished.append(record.id)
         while len(self._finished) > FINISHED_KEPT:

@@ -146,19 +146,21 @@ class Distribution:
 
     async def _await(self, record: RemoteTask) -> Any:
         self._undispatched.discard(asyncio.current_task())  # type: ignore[arg-type]
+        waiter = record.waiter  # the record lets go of it when it is settled
         self.cluster.dispatch(record)
         try:
-            return await record.waiter  # type: ignore[misc]
+            return await waiter  # type: ignore[misc]
         except asyncio.CancelledError:
             self.cluster.cancel(record.id)
             raise
 
     def submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> concurrent.futures.Future[Any]:
         record = self._prepare(from_executor(fn, args), sync=True)
-        record.future = concurrent.futures.Future()
-        record.future.add_done_callback(lambda f: f.cancelled() and self.cluster.cancel(record.id))
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future.add_done_callback(lambda f: f.cancelled() and self.cluster.cancel(record.id))
+        record.future = future  # the record lets go of it when it is settled
         self.cluster.dispatch(record)
-        return record.future
+        return future
 
 
 def _task_factory(previous: Any) -> Callable[..., asyncio.Future[Any]]:

@@ -1,18 +1,21 @@
 """The runtime's event stream: every state change of a worker or a task is one event.
 
 The widget, ``%tasks`` and the tests read this one stream; none of them reach into the
-runtime's internals. Events are frozen records so that a subscriber can keep them, with
-slots: tens of thousands are kept, and each is one object for the garbage collector.
+runtime's internals. Events are frozen records, so that a subscriber can keep them.
+The stream keeps tens of thousands for late subscribers, as plain tuples of their
+fields: the garbage collector stops tracking those, where it would walk every kept
+event object at each full collection (several a second while thousands of tasks run).
 """
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Union
 
 __all__ = ["TaskEvent", "WorkerEvent", "Event", "EventStream", "TASK_STATES", "WORKER_STATES"]
 
@@ -51,6 +54,9 @@ class TaskEvent:
 
 Event = Union[WorkerEvent, TaskEvent]
 
+#: A task event's fields in order, as kept: ``TaskEvent(*row)`` makes it again.
+_task_row = operator.attrgetter(*(f.name for f in fields(TaskEvent)))
+
 
 class EventStream:
     """Fan-out of events to subscribers, with what a late subscriber needs to catch up.
@@ -65,7 +71,7 @@ class EventStream:
     def __init__(self, tasks: int = 20_000) -> None:
         self._lock = threading.Lock()
         self._tasks_kept = tasks
-        self._task_events: OrderedDict[str, list[TaskEvent]] = OrderedDict()
+        self._task_events: OrderedDict[str, tuple[tuple[Any, ...], ...]] = OrderedDict()
         self._worker_events: dict[str, WorkerEvent] = {}
         self._subscribers: tuple[Callable[[Event], None], ...] = ()
 
@@ -73,11 +79,9 @@ class EventStream:
         with self._lock:
             if isinstance(event, TaskEvent):
                 kept = self._task_events.get(event.task)
-                if kept is None:
-                    kept = self._task_events[event.task] = []
-                    if len(self._task_events) > self._tasks_kept:
-                        self._task_events.popitem(last=False)
-                kept.append(event)
+                self._task_events[event.task] = (*kept, _task_row(event)) if kept else (_task_row(event),)
+                if kept is None and len(self._task_events) > self._tasks_kept:
+                    self._task_events.popitem(last=False)
             else:
                 self._worker_events[event.worker] = event
             subscribers = self._subscribers
@@ -117,7 +121,7 @@ class EventStream:
             return self._history_locked()
 
     def _history_locked(self) -> list[Event]:
-        tasks = [e for events in self._task_events.values() for e in events]
+        tasks = [TaskEvent(*row) for rows in self._task_events.values() for row in rows]
         tasks.sort(key=lambda e: e.time)
         return [*self._worker_events.values(), *tasks]
 

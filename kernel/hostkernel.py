@@ -4,6 +4,7 @@ coroutines on worker kernels. Configuration is traitlets (``c.ElsewhereKernel.*`
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -83,6 +84,10 @@ class ElsewhereKernel(IPythonKernel):
         assert shell is not None  # made by IPythonKernel.__init__
         self.elsewhere = Host.for_shell(shell, cluster=cluster)
         shell.extension_manager.load_extension("elsewhere.magics")
+        # The kernel's own objects, made by now, live as long as it does. With thousands
+        # of tasks in flight the collector walks everything it tracks several times a
+        # second (40 % of a 2,000-task gather's time here); it can skip these.
+        gc.freeze()
 
     def _adopt_prestarted(self, policy: IOPolicy) -> Cluster | None:
         """Take over the workers started before the configuration was read, if that

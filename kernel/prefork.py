@@ -17,6 +17,7 @@ closed cluster: start-up is over), and gives up after ``WAIT_LIMIT`` seconds unu
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -82,6 +83,10 @@ def fork_waiting(count: int) -> int:
             stream.flush()
     drop_first = bool(sys.path) and sys.path[0] in ("", os.getcwd())
     host = os.getpid()
+    # What is imported by now lives as long as each process: the collector leaves it
+    # alone from here on, in the host and in the children, which then do not copy the
+    # pages it would have written to (as the gc module's documentation advises).
+    gc.freeze()
     forked = 0
     for _ in range(count):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 __all__ = ["RemoteTask", "TaskOptions", "OutputLog", "StateLock", "Waiters"]
@@ -41,19 +42,25 @@ class OutputLog:
     """A task's output kept on the host, bounded, so that nothing is lost for frontends
     that drop late messages: the task handle, ``%tasks`` and the widget read it."""
 
+    __slots__ = ("limit", "size", "dropped", "entries")
+
     def __init__(self, limit: int = 1 << 20) -> None:
         self.limit = limit
         self.size = 0
         self.dropped = 0
-        self.entries: deque[list[Any]] = deque()
+        # Made at the first output: most tasks print nothing, and thousands of finished
+        # ones are kept (one object less each for the garbage collector to walk).
+        self.entries: deque[list[Any]] | tuple[()] = ()
 
     def extend(self, entries: list[list[Any]]) -> None:
+        kept = self.entries if isinstance(self.entries, deque) else deque()
+        self.entries = kept
         for entry in entries:
             size = len(entry[2]) if entry[0] == "stream" else 256
-            self.entries.append(entry)
+            kept.append(entry)
             self.size += size
-        while self.size > self.limit and len(self.entries) > 1:
-            old = self.entries.popleft()
+        while self.size > self.limit and len(kept) > 1:
+            old = kept.popleft()
             self.size -= len(old[2]) if old[0] == "stream" else 256
             self.dropped += 1
 
@@ -61,7 +68,7 @@ class OutputLog:
         """Forget everything kept (to make room); the bytes freed."""
         freed, self.size = self.size, 0
         self.dropped += len(self.entries)
-        self.entries.clear()
+        self.entries = ()
         return freed
 
     def text(self, name: str | None = None) -> str:
@@ -80,7 +87,7 @@ class RemoteTask:
     #: The arguments, summarized for people (the widget's task details).
     args: str = ""
     #: Source files of the code sent by value (their lines go to workers once).
-    files: set[str] = field(default_factory=set)
+    files: AbstractSet[str] = frozenset()
     #: Key of the host environment snapshot the task sees as ``os.environ``.
     env: str = ""
     options: TaskOptions = field(default_factory=TaskOptions)

@@ -4,6 +4,7 @@ the cell rewrite and the magics' option parsing."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import pickle
 import threading
 import types
@@ -223,6 +224,13 @@ def test_late_subscribers_see_every_task_in_order_before_live_events():
     assert len(tasks) == 40_001 and tasks[-1].task == "live"
     assert [e.time for e in tasks] == sorted(e.time for e in tasks)
     assert {e.task for e in tasks if e.state == "done"} == {f"t{i}" for i in range(10_000)}
+    # What is kept for late subscribers costs the garbage collector nothing to walk.
+    del seen, tasks
+    gc.collect()
+    gc.collect()
+    tracked = set(map(id, gc.get_objects()))
+    assert not tracked & {id(rows) for rows in stream._task_events.values()}
+    assert not any(isinstance(o, TaskEvent) for o in gc.get_objects())
 
 
 def test_task_output_keeps_the_order_of_streams_and_displays():
