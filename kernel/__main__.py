@@ -6,7 +6,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
+import time
+
+#: Seconds the interpreter's exit may take once the kernel has stopped.
+EXIT_GRACE = 10.0
 
 
 def _install(argv: list[str]) -> int:
@@ -59,8 +65,35 @@ def main() -> int:
     from .hostkernel import ElsewhereKernel
 
     ElsewhereKernel.prestarted = prestarted
-    IPKernelApp.launch_instance(kernel_class=ElsewhereKernel)
+    try:
+        IPKernelApp.launch_instance(kernel_class=ElsewhereKernel)
+    except BaseException:
+        _bound_exit(EXIT_GRACE, status=1)
+        raise
+    _bound_exit(EXIT_GRACE, status=0)
     return 0
+
+
+def _bound_exit(seconds: float, status: int) -> None:
+    """End the process if the interpreter's exit takes longer than ``seconds``.
+
+    ipykernel's exit handler waits for every zmq socket made on the kernel's context to
+    be closed, forever if one never is (a library, or user code, that keeps one): the
+    kernel would outlive its shutdown, and its frontend. The workers are stopped before
+    that handler runs (``Host.close`` is registered after it, so runs first).
+    """
+
+    def end() -> None:
+        time.sleep(seconds)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+
+    threading.Thread(target=end, name="elsewhere-exit", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -140,3 +140,21 @@ def test_shutdown_and_restart_stop_every_worker(fresh_kernel):
     assert not set(first) & set(second)
     kernel.shutdown()
     assert not kernel.leftovers()
+
+
+def test_a_kernel_whose_exit_would_hang_still_ends_after_shutdown(fresh_kernel):
+    """ipykernel's exit waits for every socket on the kernel's zmq context; one that user
+    code keeps open would keep the kernel alive after its shutdown, and its frontend."""
+    from elsewhere.kernel.__main__ import EXIT_GRACE
+
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
+    workers = kernel.wait_workers(2)
+    kernel.ok("import sys, zmq\nsys.kept_open = get_ipython().kernel.parent.context.socket(zmq.PAIR)")
+    host = psutil.Process(kernel.pid)
+    kernel.kc.shutdown()  # only the request: no frontend kills it afterwards
+
+    def gone(pid: int) -> bool:
+        return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    assert wait_for(lambda: all(gone(p) for p in workers), timeout=EXIT_GRACE, what="the workers to stop")
+    assert wait_for(lambda: gone(host.pid), timeout=EXIT_GRACE + 20, what="the host to exit")
