@@ -38,6 +38,11 @@ def _install(argv: list[str]) -> int:
 def main() -> int:
     if sys.argv[1:2] == ["install"]:
         return _install(sys.argv[2:])
+    launched = any(arg == "-f" or arg.startswith("--f=") for arg in sys.argv[1:])  # by Jupyter, not --help
+    if launched:
+        from . import earlybind
+
+        earlybind.listen(sys.argv[1:])  # before the imports: the frontend gets through at once
     # Workers start first, while this process is still importing ipykernel: a fresh
     # kernel's first distributed cell then waits less. The kernel adopts them once its
     # configuration is loaded (and resizes or replaces them if that says otherwise).
@@ -47,7 +52,6 @@ def main() -> int:
         count = default_worker_count()
     except ValueError:
         count = None  # reported by the kernel, which then picks its own
-    launched = any(arg == "-f" or arg.startswith("--f=") for arg in sys.argv[1:])  # by Jupyter, not --help
     prestarted = None
     if count and launched:
         from . import prefork
@@ -60,13 +64,11 @@ def main() -> int:
 
         prestarted = Cluster(workers=count).start()
 
-    from ipykernel.kernelapp import IPKernelApp
-
-    from .hostkernel import ElsewhereKernel
+    from .hostkernel import ElsewhereKernel, ElsewhereKernelApp
 
     ElsewhereKernel.prestarted = prestarted
     try:
-        IPKernelApp.launch_instance(kernel_class=ElsewhereKernel)
+        ElsewhereKernelApp.launch_instance(kernel_class=ElsewhereKernel)
     except BaseException:
         _bound_exit(EXIT_GRACE, status=1)
         raise

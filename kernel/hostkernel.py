@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
+from ipykernel.kernelapp import IPKernelApp
 from traitlets import Bool, Integer, List, Unicode, default
 
+from . import earlybind
 from .workercount import default_worker_count
 from .cluster import Cluster
 from .host import Host
@@ -22,7 +24,22 @@ from .output import IOPubSink
 from .routes import DEFAULT_ROUTE
 from .hostpolicy import IOPolicy
 
-__all__ = ["ElsewhereKernel"]
+__all__ = ["ElsewhereKernel", "ElsewhereKernelApp"]
+
+
+class ElsewhereKernelApp(IPKernelApp):
+    """ipykernel's application, binding its channels to the sockets ``earlybind`` made
+    listen as the process started."""
+
+    def _try_bind_socket(self, s: Any, port: int) -> int:
+        if self.transport == "tcp" and port > 0 and earlybind.adopt(s, port):
+            s.bind(f"tcp://{self.ip}:{port}")
+            return port
+        return super()._try_bind_socket(s, port)
+
+    def init_sockets(self) -> None:
+        super().init_sockets()
+        earlybind.close()  # any port the configuration moved elsewhere
 
 
 class ElsewhereKernel(IPythonKernel):

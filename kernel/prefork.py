@@ -170,6 +170,9 @@ def _child(sock: socket.socket, host: int, drop_first: bool) -> None:
     try:
         os.setsid()  # its own session and process group, as launched kernels have
         _die_with(host)
+        from . import earlybind
+
+        earlybind.close()  # the host's ports are the host's alone
         from .worker import WORKER_IMPORTS
 
         exec(compile(WORKER_IMPORTS, "<string>", "exec"), {"__name__": "__main__"})  # noqa: S102 - the rest of them, meanwhile

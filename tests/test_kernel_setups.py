@@ -138,10 +138,13 @@ def test_kernel_configuration_wins_over_the_early_start(fresh_kernel):
     assert len(pids) == 1
 
 
+# Slow enough that no worker finishes its share before the other has started its own
+# (an idle worker takes unstarted tasks from a busy one).
 WORKER_SELF = (
-    "%%distribute --io local\n"
+    "%%distribute --io local --placement round-robin\n"
     "import asyncio, os, sys\n"
     "async def me():\n"
+    "    await asyncio.sleep(0.3)\n"
     "    return os.getpid(), os.path.basename(os.getcwd()), os.environ.get('ELSEWHERE_WORKER'), 'debugpy' in sys.modules\n"
     "sorted(await asyncio.gather(*(me() for _ in range(4))))\n"
 )
@@ -166,6 +169,23 @@ def test_workers_start_in_processes_forked_from_the_host(fresh_kernel):
         assert cwd.startswith(f"elsewhere-{worker_id}-") and name == worker_id and not debugger
     assert kernel.eval("'debugpy' in __import__('sys').modules") is True
     assert sorted(worker_pids_of(kernel.pid)) == sorted(pids), "a forked process was left waiting"
+
+
+def test_the_hosts_ports_listen_in_the_host_alone(fresh_kernel):
+    # The host listens on its channels' ports as its process starts, before it forks the
+    # workers: they must not keep those sockets (a port would outlive the host).
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
+    pids = kernel.wait_workers(2)
+    info = kernel.km.get_connection_info()
+    ports = {info[name] for name in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")}
+
+    def listening(pid: int) -> set[int]:
+        return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+
+    assert ports <= listening(kernel.pid)
+    for pid in pids:
+        assert not ports & listening(pid), f"worker {pid} listens on the host's ports"
+    assert kernel.eval("1 + 1") == 2
 
 
 def test_workers_on_another_python_are_launched_and_no_forked_process_waits(fresh_kernel):
