@@ -38,8 +38,22 @@ class ElsewhereKernelApp(IPKernelApp):
         return super()._try_bind_socket(s, port)
 
     def init_sockets(self) -> None:
+        if not _binds_through_try_bind_socket():
+            earlybind.close()  # another ipykernel: let it bind the ports itself
         super().init_sockets()
         earlybind.close()  # any port the configuration moved elsewhere
+
+
+def _binds_through_try_bind_socket() -> bool:
+    """Whether ipykernel binds its channels' sockets through ``_try_bind_socket``, as
+    ipykernel 6 and 7 do; without it, a port listened on early would stay taken."""
+    try:
+        binders = (IPKernelApp.init_sockets, IPKernelApp.init_control, IPKernelApp.init_iopub)
+        return "_try_bind_socket" in IPKernelApp._bind_socket.__code__.co_names and all(
+            "_bind_socket" in f.__code__.co_names for f in binders
+        )
+    except AttributeError:
+        return False
 
 
 class ElsewhereKernel(IPythonKernel):

@@ -314,3 +314,12 @@ def test_stream_connection_drops_a_peer_that_sends_nonsense():
         left.close()
     epoll.close()
 
+
+
+def test_ipykernel_binds_its_channels_the_way_early_listening_relies_on():
+    # The host kernel listens on its ports before importing ipykernel and hands the
+    # sockets over in ``_try_bind_socket``; an ipykernel that binds some other way gets
+    # the ports back instead (the kernel still starts), and this says so.
+    from elsewhere.kernel.hostkernel import _binds_through_try_bind_socket
+
+    assert _binds_through_try_bind_socket()
