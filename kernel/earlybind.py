@@ -22,7 +22,7 @@ __all__ = ["listen", "adopt", "close"]
 #: The channels a frontend waits on before its first request is answered.
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port")
 
-_listening: dict[int, socket.socket] = {}
+_listening: dict[tuple[str, int], socket.socket] = {}
 
 
 def listen(argv: list[str]) -> None:
@@ -43,7 +43,7 @@ def listen(argv: list[str]) -> None:
     try:
         for port in ports:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            _listening[port] = sock
+            _listening[(ip, port)] = sock
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as zmq does
             sock.bind((ip, port))
             sock.listen(128)
@@ -51,12 +51,12 @@ def listen(argv: list[str]) -> None:
         close()  # ipykernel binds them itself, and says what is wrong
 
 
-def adopt(zmq_socket: Any, port: int) -> bool:
-    """Have ``zmq_socket`` take over the socket listening on ``port`` at its next
-    ``bind``; False when there is none."""
+def adopt(zmq_socket: Any, ip: str, port: int) -> bool:
+    """Have ``zmq_socket`` take over the socket listening on ``ip:port`` at its next
+    ``bind``; False when there is none (the configuration may have moved a port)."""
     import zmq
 
-    sock = _listening.pop(port, None)
+    sock = _listening.pop((ip, port), None)
     if sock is None:
         return False
     try:

@@ -32,7 +32,7 @@ class ElsewhereKernelApp(IPKernelApp):
     listen as the process started."""
 
     def _try_bind_socket(self, s: Any, port: int) -> int:
-        if self.transport == "tcp" and port > 0 and earlybind.adopt(s, port):
+        if self.transport == "tcp" and port > 0 and earlybind.adopt(s, self.ip, port):
             s.bind(f"tcp://{self.ip}:{port}")
             return port
         return super()._try_bind_socket(s, port)
