@@ -68,11 +68,11 @@ def adopt(zmq_socket: Any, ip: str, port: int) -> bool:
     return True
 
 
-def close() -> None:
+def close(keep: str | None = None) -> None:
     """Stop listening on the ports not taken over (in forked workers, and once the
-    kernel's sockets are bound)."""
-    while _listening:
-        _listening.popitem()[1].close()
+    kernel's sockets are bound), or, with ``keep``, on those of any other address."""
+    for key in [key for key in _listening if key[0] != keep]:
+        _listening.pop(key).close()
 
 
 def _connection_file(argv: list[str]) -> str | None:

@@ -38,7 +38,9 @@ class ElsewhereKernelApp(IPKernelApp):
         return super()._try_bind_socket(s, port)
 
     def init_sockets(self) -> None:
-        if not _binds_through_try_bind_socket():
+        if _binds_through_try_bind_socket():
+            earlybind.close(keep=self.ip)  # a configured --ip wins over the file's
+        else:
             earlybind.close()  # another ipykernel: let it bind the ports itself
         super().init_sockets()
         earlybind.close()  # any port the configuration moved elsewhere
