@@ -38,11 +38,11 @@ def _install(argv: list[str]) -> int:
 def main() -> int:
     if sys.argv[1:2] == ["install"]:
         return _install(sys.argv[2:])
-    launched = any(arg == "-f" or arg.startswith("--f=") for arg in sys.argv[1:])  # by Jupyter, not --help
-    if launched:
-        from . import earlybind
+    from . import earlybind
 
-        earlybind.listen(sys.argv[1:])  # before the imports: the frontend gets through at once
+    connection_file = earlybind.connection_file(sys.argv[1:])  # None: not by Jupyter (--help)
+    if connection_file is not None:
+        earlybind.listen(connection_file)  # before the imports: the frontend gets through at once
     # Workers start first, while this process is still importing ipykernel: a fresh
     # kernel's first distributed cell then waits less. The kernel adopts them once its
     # configuration is loaded (and resizes or replaces them if that says otherwise).
@@ -53,7 +53,7 @@ def main() -> int:
     except ValueError:
         count = None  # reported by the kernel, which then picks its own
     prestarted = None
-    if count and launched:
+    if count and connection_file is not None:
         from . import prefork
 
         # Processes that become the worker kernels, forked while this one has a single

@@ -5,15 +5,16 @@ marker, the HMAC signature (the worker kernel's key and scheme, through
 ``jupyter_client.Session``) and compact JSON content carrying a batch of items (which
 has no raw newline); one frame, because every frame costs a send and a receive of its
 own, more than the bytes in it. Each item's payload frames (a pickle and its
-out-of-band buffers) follow as buffers. The pickle frames are not covered by the signature, so each item carries
-their digest inside the signed content; raw buffers are plain data and need none. A
-full Jupyter message (header, parent, metadata, dates, ids) would cost more than a
-trivial task's own work on both ends, and nothing here needs those parts.
+out-of-band buffers) follow as buffers. The pickle frames are not covered by the
+signature, so each item carries their digest inside the signed content; raw buffers
+are plain data and need none. A full Jupyter message (header, parent, metadata, dates,
+ids) would cost more than a trivial task's own work on both ends, and nothing here
+needs those parts.
 
 Delivery: every data message has a sequence number; the receiver delivers them in
 order, drops duplicates and asks for a re-send when it sees a gap; the sender keeps what
-was not acknowledged. ``Link`` is that bookkeeping, independent of the socket (zmq or a
-comm) that carries the frames.
+was not acknowledged. ``Link`` is that bookkeeping, independent of the socket (a TCP
+stream, zmq or a comm) that carries the frames.
 
 This module is sent to worker kernels as source: standard library, zmq and
 jupyter_client only.

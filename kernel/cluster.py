@@ -27,7 +27,7 @@ from .ioserver import IOServer
 from .output import ConsoleSink, OutputSink
 from .placement import choose
 from .readers import GUARD_INTERVAL, IDLE_GUARD_INTERVAL, Readers
-from .routes import DEFAULT_ROUTE, ROUTES
+from .routes import DEFAULT_ROUTE, ROUTES, configured_route
 from .runtime import RuntimeThread, TaskOwner
 from .serialize import Serializer, writable
 from .tasks import RemoteTask, StateLock, TaskOptions, Waiters
@@ -101,7 +101,7 @@ class Cluster:
         self.events = events or EventStream()
         self.serializer = Serializer()
         self.hwm = hwm
-        self.route = route or os.environ.get("ELSEWHERE_ROUTE") or DEFAULT_ROUTE
+        self.route = route or configured_route()
         if self.route not in ROUTES:
             msg = f"route={self.route!r}: choose one of {', '.join(ROUTES)} ({DEFAULT_ROUTE} unless only the Jupyter protocol reaches the workers)"
             raise ValueError(msg)

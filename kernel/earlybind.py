@@ -17,7 +17,7 @@ import json
 import socket
 from typing import Any
 
-__all__ = ["listen", "adopt", "close"]
+__all__ = ["connection_file", "listen", "adopt", "close"]
 
 #: The channels a frontend waits on before its first request is answered.
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port")
@@ -25,11 +25,8 @@ CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port")
 _listening: dict[tuple[str, int], socket.socket] = {}
 
 
-def listen(argv: list[str]) -> None:
-    """Listen on the ports of the connection file named in ``argv`` (``-f F``, ``--f=F``)."""
-    path = _connection_file(argv)
-    if path is None:
-        return
+def listen(path: str) -> None:
+    """Listen on the ports of the connection file at ``path``."""
     try:
         with open(path) as f:
             info = json.load(f)
@@ -75,7 +72,9 @@ def close(keep: str | None = None) -> None:
         _listening.pop(key).close()
 
 
-def _connection_file(argv: list[str]) -> str | None:
+def connection_file(argv: list[str]) -> str | None:
+    """The connection file named in a kernel's arguments (``-f F``, ``--f=F``): None
+    when Jupyter did not launch it (``--help``, ``install``)."""
     for i, arg in enumerate(argv):
         if arg == "-f" and i + 1 < len(argv):
             return argv[i + 1]

@@ -21,7 +21,7 @@ from .workercount import default_worker_count
 from .cluster import Cluster
 from .host import Host
 from .output import IOPubSink
-from .routes import DEFAULT_ROUTE
+from .routes import configured_route
 from .hostpolicy import IOPolicy
 
 __all__ = ["ElsewhereKernel", "ElsewhereKernelApp"]
@@ -83,7 +83,7 @@ class ElsewhereKernel(IPythonKernel):
 
     @default("route")
     def _default_route(self) -> str:
-        return os.environ.get("ELSEWHERE_ROUTE") or DEFAULT_ROUTE
+        return configured_route()
 
     @default("workers")
     def _default_workers(self) -> int:

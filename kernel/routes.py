@@ -14,6 +14,7 @@ All carry the same signed frames (``channel.Link``); none knows what is inside.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
@@ -24,7 +25,7 @@ import zmq
 from . import stream
 from .readers import Readers
 
-__all__ = ["Route", "ZmqRoute", "StreamRoute", "CommRoute", "ROUTES", "DEFAULT_ROUTE", "make_route"]
+__all__ = ["Route", "ZmqRoute", "StreamRoute", "CommRoute", "ROUTES", "DEFAULT_ROUTE", "configured_route", "make_route"]
 
 
 class Route(Protocol):
@@ -56,6 +57,20 @@ class _Watched:
     def start(self, deliver: Callable[[list[Any]], None], spawn: Callable[[Coroutine[Any, Any, Any]], Any]) -> None:
         self._deliver = deliver
         self._readers.add(self)  # type: ignore[arg-type]
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self._readers.remove(self)  # type: ignore[arg-type]
+                self._deliver = None
+                self._close_socket()
+
+    def _close_socket(self) -> None:
+        raise NotImplementedError
 
 
 class ZmqRoute(_Watched):
@@ -103,12 +118,8 @@ class ZmqRoute(_Watched):
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
                 self._deliver([f.buffer for f in frames])
 
-    def close(self) -> None:
-        with self._lock:
-            if not self.socket.closed:
-                self._readers.remove(self)
-                self._deliver = None
-                self.socket.close(linger=0)
+    def _close_socket(self) -> None:
+        self.socket.close(linger=0)
 
 
 class StreamRoute(_Watched):
@@ -143,14 +154,10 @@ class StreamRoute(_Watched):
                 while messages and self._deliver is not None:
                     self._deliver(messages.popleft())
 
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._readers.remove(self)
-                self._deliver = None
-                self._conn.close()
-                self._epoll.close()
+    def _close_socket(self) -> None:
+        self._closed = True
+        self._conn.close()
+        self._epoll.close()
 
 
 class CommRoute:
@@ -198,6 +205,11 @@ class CommRoute:
 ROUTES: dict[str, type[ZmqRoute] | type[StreamRoute] | type[CommRoute]] = {"zmq": ZmqRoute, "stream": StreamRoute, "comm": CommRoute}
 
 DEFAULT_ROUTE = "stream" if stream.available() else "zmq"
+
+
+def configured_route() -> str:
+    """The route when none is given: ``ELSEWHERE_ROUTE``, else ``DEFAULT_ROUTE``."""
+    return os.environ.get("ELSEWHERE_ROUTE") or DEFAULT_ROUTE
 
 
 def make_route(

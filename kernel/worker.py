@@ -306,14 +306,14 @@ class Worker:
         lock)."""
         link = self.link
         opened = link.unpack(frames) if link is not None else None
-        if opened is None:
+        if link is None or opened is None:
             return
-        ready, replies = link.accept(*opened)  # type: ignore[union-attr]
+        ready, replies = link.accept(*opened)
         for message in replies:
             self._send_raw(message)
         for content, buffers in ready:
             self._on_message(self, split_items(content.get("items", []), buffers))
-        if link.ack_owed and not self._ack_scheduled:  # type: ignore[union-attr]
+        if link.ack_owed and not self._ack_scheduled:
             self._ack_scheduled = True
             asyncio.get_running_loop().call_later(ACK_DELAY, self.ack_if_owed)
 
