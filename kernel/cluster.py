@@ -21,7 +21,7 @@ from . import prefork
 from .capture import serialization_error
 from .channel import Item, with_frames
 from .errors import NoWorkers, SerializationError, WorkerLost, rebuild_remote_error
-from .events import EventStream, TaskEvent, WorkerEvent
+from .events import EventStream
 from .hostio import IOPolicy, IOService
 from .ioserver import IOServer
 from .output import ConsoleSink, OutputSink
@@ -693,31 +693,10 @@ class Cluster:
     # -- events --------------------------------------------------------------------------
 
     def _emit_task(self, record: RemoteTask) -> None:
-        self.events.emit(
-            TaskEvent(
-                task=record.id,
-                state=record.state,
-                name=record.summary,
-                worker=record.worker,
-                cell=record.cell,
-                args=record.args,
-                error=record.error,
-            )
-        )
+        self.events.task(record.id, record.state, record.summary, record.worker, record.cell, record.args, record.error)
 
     def _emit_worker(self, worker: Worker) -> None:
-        self.events.emit(
-            WorkerEvent(
-                worker=worker.id,
-                state=worker.state,
-                pid=worker.pid,
-                host=worker.host,
-                backend=worker.backend,
-                running=worker.load,
-                cpu=worker.cpu,
-                memory=worker.memory,
-            )
-        )
+        self.events.worker(worker.id, worker.state, worker.pid, worker.host, worker.backend, worker.load, worker.cpu, worker.memory)
 
 
 def _is_refusal(exc: BaseException) -> bool:

@@ -54,8 +54,9 @@ class TaskEvent:
 
 Event = Union[WorkerEvent, TaskEvent]
 
-#: A task event's fields in order, as kept: ``TaskEvent(*row)`` makes it again.
+#: An event's fields in order, as kept: ``TaskEvent(*row)`` makes it again.
 _task_row = operator.attrgetter(*(f.name for f in fields(TaskEvent)))
+_worker_row = operator.attrgetter(*(f.name for f in fields(WorkerEvent)))
 
 
 class EventStream:
@@ -66,25 +67,52 @@ class EventStream:
     late subscriber is every event of the last ``tasks`` tasks (a handful each) and the
     last event of each worker, so a widget opened after a 10,000-task cell still sees
     all of it; it gets them in order, before any live event.
+
+    The runtime reports through ``task`` and ``worker``, which make an event object only
+    when someone subscribes: a trivial task changes state six times.
     """
 
     def __init__(self, tasks: int = 20_000) -> None:
         self._lock = threading.Lock()
         self._tasks_kept = tasks
         self._task_events: OrderedDict[str, tuple[tuple[Any, ...], ...]] = OrderedDict()
-        self._worker_events: dict[str, WorkerEvent] = {}
+        self._worker_events: dict[str, tuple[Any, ...]] = {}
         self._subscribers: tuple[Callable[[Event], None], ...] = ()
 
     def emit(self, event: Event) -> None:
+        if isinstance(event, TaskEvent):
+            self._task(_task_row(event), event)
+        else:
+            self._worker(_worker_row(event), event)
+
+    def task(self, task: str, state: str, name: str, worker: str | None, cell: str | None, args: str, error: str | None) -> None:
+        """A task changed state (``TaskEvent``'s fields, timed now)."""
+        self._task((task, state, name, worker, cell, args, error, time.time()), None)
+
+    def worker(self, worker: str, state: str, pid: int | None, host: str, backend: str, running: int, cpu: float | None, memory: int | None) -> None:
+        """A worker changed state or load (``WorkerEvent``'s fields, timed now)."""
+        self._worker((worker, state, pid, host, backend, running, cpu, memory, time.time()), None)
+
+    def _task(self, row: tuple[Any, ...], event: TaskEvent | None) -> None:
+        task = row[0]
         with self._lock:
-            if isinstance(event, TaskEvent):
-                kept = self._task_events.get(event.task)
-                self._task_events[event.task] = (*kept, _task_row(event)) if kept else (_task_row(event),)
-                if kept is None and len(self._task_events) > self._tasks_kept:
-                    self._task_events.popitem(last=False)
-            else:
-                self._worker_events[event.worker] = event
+            kept = self._task_events.get(task)
+            self._task_events[task] = (*kept, row) if kept else (row,)
+            if kept is None and len(self._task_events) > self._tasks_kept:
+                self._task_events.popitem(last=False)
             subscribers = self._subscribers
+        if subscribers:
+            self._deliver(event or TaskEvent(*row), subscribers)
+
+    def _worker(self, row: tuple[Any, ...], event: WorkerEvent | None) -> None:
+        with self._lock:
+            self._worker_events[row[0]] = row
+            subscribers = self._subscribers
+        if subscribers:
+            self._deliver(event or WorkerEvent(*row), subscribers)
+
+    @staticmethod
+    def _deliver(event: Event, subscribers: tuple[Callable[[Event], None], ...]) -> None:
         for subscriber in subscribers:
             try:
                 subscriber(event)
@@ -123,7 +151,7 @@ class EventStream:
     def _history_locked(self) -> list[Event]:
         tasks = [TaskEvent(*row) for rows in self._task_events.values() for row in rows]
         tasks.sort(key=lambda e: e.time)
-        return [*self._worker_events.values(), *tasks]
+        return [*(WorkerEvent(*row) for row in self._worker_events.values()), *tasks]
 
 
 class _Replaying:
