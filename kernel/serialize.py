@@ -15,6 +15,7 @@ only the standard library and dill.
 from __future__ import annotations
 
 import builtins
+import functools
 import importlib
 import io
 import marshal
@@ -67,10 +68,20 @@ def _names_used(code: types.CodeType) -> set[str]:
 
 
 def _make_function(code_bytes: bytes, name: str, nfree: int) -> types.FunctionType:
-    code = marshal.loads(code_bytes)
+    code = _loaded_code.get(code_bytes)
+    if code is None:
+        code = marshal.loads(code_bytes)
+        if len(_loaded_code) > 1024:
+            _loaded_code.clear()
+        _loaded_code[code_bytes] = code
     closure = tuple(types.CellType() for _ in range(nfree)) or None
     namespace = {"__builtins__": builtins}
     return types.FunctionType(code, namespace, name, None, closure)
+
+
+#: Code objects are immutable: the same function sent again (a task per call) is
+#: unmarshalled once.
+_loaded_code: dict[bytes, types.CodeType] = {}
 
 
 def _set_function_state(fn: types.FunctionType, state: dict[str, Any]) -> types.FunctionType:
@@ -88,21 +99,22 @@ def _set_function_state(fn: types.FunctionType, state: dict[str, Any]) -> types.
     return fn
 
 
-def _marshalled(code: types.CodeType) -> bytes:
-    """The code's bytes, made once per code object (a function goes out once per task)."""
+def _code_facts(code: types.CodeType) -> tuple[bytes, frozenset[str]]:
+    """The code's bytes and the global names it reads, found once per code object (a
+    function goes out once per task)."""
     with _lock:
-        known = _code_bytes.get(id(code))
+        known = _code_cache.get(id(code))
         if known is not None and known[0] is code:
             return known[1]
-    data = marshal.dumps(code)
+    facts = (marshal.dumps(code), frozenset(_names_used(code)))
     with _lock:
-        if len(_code_bytes) > 1024:
-            _code_bytes.clear()
-        _code_bytes[id(code)] = (code, data)  # the code is kept, so its id is not reused
-    return data
+        if len(_code_cache) > 1024:
+            _code_cache.clear()
+        _code_cache[id(code)] = (code, facts)  # the code is kept, so its id is not reused
+    return facts
 
 
-_code_bytes: dict[int, tuple[types.CodeType, bytes]] = {}
+_code_cache: dict[int, tuple[types.CodeType, tuple[bytes, frozenset[str]]]] = {}
 
 
 def remember_source(filename: str, lines: list[str]) -> None:
@@ -147,19 +159,22 @@ def _class_id(cls: type) -> str:
 _SKIPPED_CLASS_ATTRS = {"__dict__", "__weakref__", "__elsewhere_fresh__"}
 
 
+def _keep_buffer(buffers: list[pickle.PickleBuffer], buffer: pickle.PickleBuffer) -> bool:
+    """Whether ``buffer`` goes in band (small); a large one is kept for a frame of its own."""
+    if buffer.raw().nbytes < OOB_THRESHOLD:
+        return True
+    buffers.append(buffer)
+    return False
+
+
 class _Pickler(pickle.Pickler):
     """The C pickler, taught to send notebook code by value."""
 
     def __init__(self, file: io.BytesIO, buffers: list[pickle.PickleBuffer], files: set[str] | None) -> None:
-        super().__init__(file, protocol=5, buffer_callback=self._keep_buffer)
-        self._buffers = buffers
+        # Not a bound method: a pickler holding itself would live until the next
+        # garbage collection, with its memo and output buffer (and cost 3 µs more).
+        super().__init__(file, protocol=5, buffer_callback=functools.partial(_keep_buffer, buffers))
         self._files = files
-
-    def _keep_buffer(self, buffer: pickle.PickleBuffer) -> bool:
-        if buffer.raw().nbytes < OOB_THRESHOLD:
-            return True  # small: in band
-        self._buffers.append(buffer)
-        return False
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.FunctionType):
@@ -176,8 +191,9 @@ class _Pickler(pickle.Pickler):
 
     def _reduce_function(self, fn: types.FunctionType) -> tuple:
         code = fn.__code__
+        code_bytes, names = _code_facts(code)
         scope = fn.__globals__
-        used = {n: scope[n] for n in _names_used(code) if n in scope and n != "__builtins__"}
+        used = {n: scope[n] for n in names if n in scope and n != "__builtins__"}
         closure = []
         for cell in fn.__closure__ or ():
             try:
@@ -196,7 +212,7 @@ class _Pickler(pickle.Pickler):
             "doc": fn.__doc__,
             "dict": dict(fn.__dict__),
         }
-        args = (_marshalled(code), fn.__name__, len(code.co_freevars))
+        args = (code_bytes, fn.__name__, len(code.co_freevars))
         return _make_function, args, state, None, None, _set_function_state
 
     def _reduce_class(self, cls: type) -> Any:
@@ -213,8 +229,8 @@ class _Pickler(pickle.Pickler):
         return _make_class, args, state, None, None, _set_class_state
 
 
-class _Unpickler(pickle.Unpickler):
-    pass
+#: Types whose values hold no code, class or large buffer: the plain pickler sends them.
+_PLAIN = frozenset({type(None), bool, int, float, complex, str})
 
 
 class Serializer:
@@ -229,6 +245,8 @@ class Serializer:
         ``files`` collects the source files of the functions sent by value, so that the
         caller can send their lines along once (for the other side's tracebacks).
         """
+        if type(obj) in _PLAIN:
+            return [pickle.dumps(obj, protocol=5)]  # nothing in it for the pickler's hooks
         buffers: list[pickle.PickleBuffer] = []
         stream = io.BytesIO()
         try:
@@ -247,8 +265,7 @@ class Serializer:
 
     def loads(self, frames: list[Any]) -> Any:
         """The object from ``frames``; buffers are used without copying when writable."""
-        head, *buffers = frames
-        return _Unpickler(io.BytesIO(head), buffers=buffers).load()
+        return pickle.loads(frames[0], buffers=frames[1:])
 
 
 def writable(buffers: list[Any]) -> list[Any]:

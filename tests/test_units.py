@@ -94,6 +94,28 @@ def test_serializer_sends_notebook_code_by_value_and_data_out_of_band():
     assert np.array_equal(back, array) and back.flags.writeable
 
 
+def test_serializing_a_call_leaves_nothing_for_the_garbage_collector():
+    # A host serializes one call per task: a pickler that outlived its dump would wait
+    # for a collection, with its memo and buffer, thousands of times per gather.
+    serializer = Serializer()
+    namespace = {"__name__": "__main__"}
+    exec("async def fetch(i, k=None):\n    return i\n", namespace)
+    array = np.arange(OOB_THRESHOLD, dtype=np.float64)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(3):
+            frames = serializer.dumps((namespace["fetch"], (i,), {"k": array}), set())
+            assert len(frames) == 2
+            assert serializer.loads(serializer.dumps(i)) == i
+        del frames
+        gc.collect()
+        assert gc.garbage == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+
+
 def test_serializer_refuses_process_bound_objects_and_finds_where():
     serializer = Serializer()
     holder = types.SimpleNamespace(conn=threading.Lock())
@@ -231,6 +253,23 @@ def test_late_subscribers_see_every_task_in_order_before_live_events():
     tracked = set(map(id, gc.get_objects()))
     assert not tracked & {id(rows) for rows in stream._task_events.values()}
     assert not any(isinstance(o, TaskEvent) for o in gc.get_objects())
+
+
+def test_the_runtimes_reports_become_events_with_their_fields_named():
+    from elsewhere.kernel.events import EventStream, TaskEvent, WorkerEvent
+
+    stream = EventStream()
+    stream.worker("w1", "busy", 4321, "node-a", "local", 2, 50.0, 1 << 20)
+    stream.task("t1", "placed", "crunch(3)", "w1", "cell-1", "3", None)
+    replayed: list = []
+    stream.subscribe(replayed.append)
+    stream.task("t1", "failed", "crunch(3)", "w1", "cell-1", "3", "ValueError: bad")
+    worker, placed, failed = replayed
+    assert isinstance(worker, WorkerEvent) and (worker.worker, worker.state, worker.pid, worker.host) == ("w1", "busy", 4321, "node-a")
+    assert (worker.backend, worker.running, worker.cpu, worker.memory) == ("local", 2, 50.0, 1 << 20)
+    assert isinstance(placed, TaskEvent) and (placed.task, placed.state, placed.name, placed.worker) == ("t1", "placed", "crunch(3)", "w1")
+    assert (placed.cell, placed.args, placed.error) == ("cell-1", "3", None)
+    assert failed.state == "failed" and failed.error == "ValueError: bad" and failed.time >= placed.time
 
 
 def test_task_output_keeps_the_order_of_streams_and_displays():
