@@ -147,10 +147,10 @@ class StreamRoute(_Watched):
         return bool(self._conn.messages)
 
     def readable(self) -> None:
-        """Read and deliver every message that waits."""
+        """Read and deliver every message that waits (a pump reads the socket empty)."""
         with self._lock:
             messages = self._conn.messages
-            while self._deliver is not None and not self._closed and self.arrived():
+            if self._deliver is not None and not self._closed and self.arrived():
                 while messages and self._deliver is not None:
                     self._deliver(messages.popleft())
 

@@ -117,7 +117,9 @@ class Connection:
     # -- in ------------------------------------------------------------------------
 
     def pump(self) -> None:
-        """Flush, then read everything waiting into ``messages``."""
+        """Flush, then read everything waiting into ``messages``. A read that does not
+        fill the buffer found the socket empty: what comes after, the descriptor tells
+        of, so no second read (and the exception of an empty one) is spent on it."""
         if self._out:
             self.flush()
         while not self.closed:
@@ -139,6 +141,8 @@ class Connection:
                     if got:
                         self._buf += self._scratch[:got]
                         self._parse()
+                        if got < _CHUNK and self._big is None:
+                            return
                         continue
             except (BlockingIOError, InterruptedError):
                 if self._big is not None:
