@@ -303,10 +303,22 @@ def test_workers_are_private_to_this_host():
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
 
 
+class _Planted:
+    """Unpickled, it would create a file: proof that a body was loaded unverified."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
 @pytest.mark.parametrize("route", ["stream", "zmq"])
-def test_a_stranger_on_the_agents_port_changes_nothing(route):
+def test_a_stranger_on_the_agents_port_changes_nothing(route, tmp_path):
     # Anyone on this machine can connect to the agent's port. What they send is not
-    # signed with the worker's key: it is dropped, and the cluster goes on as before.
+    # signed with the worker's key: it is dropped unopened, and the cluster goes on as
+    # before. (A message's content is a pickle: it must not be loaded before its check.)
+    import pickle
     import socket
     import struct
 
@@ -316,10 +328,12 @@ def test_a_stranger_on_the_agents_port_changes_nothing(route):
         with cluster.distribute():
             return await asyncio.gather(*(where() for _ in range(3)))
 
+    planted = tmp_path / "planted"
     with Cluster(workers=1, route=route) as cluster:
         (worker,) = cluster._workers.values()
         port = worker.info["port"]
-        forged = MARKER + b"\n" + b"0" * 64 + b'\n{"seq":1,"ack":0,"items":[{"k":"stop"}]}'
+        stop = pickle.dumps({"seq": 1, "ack": 0, "items": [{"k": "stop"}], "x": _Planted(str(planted))})
+        forged = MARKER + b"\n" + b"0" * 64 + b"\n" + stop
         junk = [b"\xff" * 64, struct.pack("!IQ", 1, len(forged)) + forged, struct.pack("!IQ", 1, 1 << 62)]
         for data in junk:
             with socket.create_connection(("127.0.0.1", port)) as stranger:
@@ -327,6 +341,7 @@ def test_a_stranger_on_the_agents_port_changes_nothing(route):
         pids = asyncio.run(main(cluster))
         assert pids == [worker.pid] * 3
         assert [w.state for w in cluster.workers()] == ["idle"]
+    assert not planted.exists()
 
 
 def json_load(path):

@@ -163,13 +163,13 @@ def test_link_rejects_forged_messages_and_tampered_payloads():
         return [b"\n".join(parts)]
 
     assert good.unpack(head(b"something else", signature, body)) is None  # not a data message
-    assert good.unpack(head(b"elsewhere-data/2", signature, body)) is None  # an older format
+    assert good.unpack(head(b"elsewhere-data/3", signature, body)) is None  # an older format
     assert good.unpack(head(marker, signature)) is None  # cut short
     assert good.unpack([]) is None
     assert good.unpack(head(marker, signature, body.replace(b"t1", b"t2"))) is None  # altered
-    not_json = b"{not json"
-    assert good.unpack(head(marker, session.sign([not_json]), not_json)) is None
-    not_a_dict = b"[1, 2]"
+    not_a_pickle = b"{not a pickle"
+    assert good.unpack(head(marker, session.sign([not_a_pickle]), not_a_pickle)) is None
+    not_a_dict = pickle.dumps([1, 2])
     assert good.unpack(head(marker, session.sign([not_a_dict]), not_a_dict)) is None
 
 
