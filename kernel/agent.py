@@ -635,11 +635,14 @@ class Agent:
         task = current_task.get()
         return self._task_envs.get(task) if task is not None else None
 
-    def request(self, op: str, args: dict[str, Any], frames: list[Any]) -> tuple[Any, list[Any]]:
+    def request(self, op: str, args: dict[str, Any], frames: list[Any], *, wait: bool = True) -> Any:
         """Ask the host to do one I/O operation for the current task; block for the answer.
 
         Called on whatever thread the task's code runs on (never the I/O thread). The
-        wait wakes up often so that a cancel can still interrupt it.
+        wait wakes up often so that a cancel can still interrupt it. With ``wait=False``
+        the request is sent now and a function that waits for its answer is returned
+        (a file's read-ahead): the host sees the task's requests in the order it made
+        them, as a replay from its journal needs.
         """
         task = current_task.get()
         if task is None:
@@ -655,17 +658,21 @@ class Agent:
         item = _channel.with_frames({"k": "io", "t": task, "r": rid, "op": op, "na": len(head)}, [*head, *frames])
         self.outbox.item(item, [*head, *frames])
         self._send_soon()
-        try:
-            while not slot[0].is_set():
-                if self._stopping.is_set():
-                    raise ConnectionError(f"the worker stopped while {op} waited for the host")
-                self._read_while_waiting(slot[0], 0.05)
-        finally:
-            self._io_waits.pop(rid, None)
-        ok, reply, count = slot[1], slot[2], slot[3]
-        if not ok:
-            raise self.serializer.loads(reply)
-        return self.serializer.loads(reply[:count]), reply[count:]
+
+        def answer() -> tuple[Any, list[Any]]:
+            try:
+                while not slot[0].is_set():
+                    if self._stopping.is_set():
+                        raise ConnectionError(f"the worker stopped while {op} waited for the host")
+                    self._read_while_waiting(slot[0], 0.05)
+            finally:
+                self._io_waits.pop(rid, None)
+            ok, reply, count = slot[1], slot[2], slot[3]
+            if not ok:
+                raise self.serializer.loads(reply)
+            return self.serializer.loads(reply[:count]), reply[count:]
+
+        return answer() if wait else answer
 
     def _error_frames(self, exc: BaseException) -> list[Any]:
         lines = traceback.format_exception(type(exc), exc, _worker_frames(exc.__traceback__))

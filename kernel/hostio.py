@@ -246,7 +246,8 @@ class IOService:
         full = self._resolve(task, args["path"], write=mode != "r", op="opening for writing")
         f = io.FileIO(full, mode)
         seekable = f.seekable()
-        return {"h": task.add("files", f), "pos": f.tell() if seekable else 0, "seekable": seekable}, []
+        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)  # the worker may read it ahead
+        return {"h": task.add("files", f), "pos": f.tell() if seekable else 0, "seekable": seekable, "regular": regular}, []
 
     def _op_read(self, task: _Task, args: dict[str, Any], frames: list[Any]) -> tuple[Any, list[Any]]:
         f = task.get("files", args["h"])

@@ -41,7 +41,9 @@ BUFFER_SIZE = 1 << 20
 #: reads reach large chunks after a few round trips.
 READ_AHEAD = 64 << 10
 
-Request = Callable[[str, dict, list], "tuple[Any, list[Any]]"]
+#: ``request(op, args, frames)`` -> ``(result, frames)``; with ``wait=False``, a function
+#: that waits for that answer (see ``Agent.request``).
+Request = Callable[..., Any]
 
 
 class Bound:
@@ -63,6 +65,11 @@ class Bound:
     def __call__(self, op: str, args: dict, frames: Sequence[Any] = ()) -> tuple[Any, list[Any]]:
         return self._context.copy().run(self._request, op, args, list(frames))
 
+    def later(self, op: str, args: dict) -> Callable[[], tuple[Any, list[Any]]]:
+        """Send a request now; the returned function waits for its answer."""
+        answer: Callable[[], tuple[Any, list[Any]]] = self._context.copy().run(self._request, op, args, [], wait=False)
+        return answer
+
 
 def _unsupported(name: Any) -> io.UnsupportedOperation:
     msg = (
@@ -77,7 +84,11 @@ class HostRaw(io.RawIOBase):
     """An unbuffered file on the host, as ``FileIO`` is one on the local disk.
 
     The position is kept here from the host's answers, so ``tell()`` (which the buffered
-    and text layers call often) costs no round trip.
+    and text layers call often) costs no round trip. Once reads are sequential (a read
+    came back full), a read-only regular file asks for its next chunk as each one
+    arrives: the host reads and sends it while the task works through this one. The
+    request goes out from the task's thread, in order with its others, so a replay from
+    the journal sees the same sequence.
     """
 
     def __init__(self, call: Bound, name: Any, mode: str, info: dict[str, Any]) -> None:
@@ -91,6 +102,13 @@ class HostRaw(io.RawIOBase):
         self._ahead = READ_AHEAD
         self._at_end = False  # the host said the last read reached the end of the file
         self._stale = False
+        # Read-ahead: the answer to a read already sent, and data that came ahead of the
+        # reads (``_held[_held_at:]``). The position kept is the host's, past both.
+        self._coming: Callable[[], tuple[Any, list[Any]]] | None = None
+        self._coming_n = 0
+        self._held: memoryview | None = None
+        self._held_at = 0
+        self._may_read_ahead = self._readable and not self._writable and self._seekable and bool(info.get("regular"))
         self.name = name
         # FileIO's spelling of the mode: "rb", "wb", "ab", "xb", with "+" at the end.
         if "x" in mode:
@@ -138,14 +156,25 @@ class HostRaw(io.RawIOBase):
         if not self._readable:
             raise io.UnsupportedOperation("File not open for reading")
         view = memoryview(buffer).cast("B")
-        n = min(len(view), self._ahead)
-        if n == 0:
+        if len(view) == 0:
             return 0
+        if self._held is None and self._coming is not None:
+            self._held, self._held_at = self._arrival(), 0
+            if self._held is None:
+                return 0  # the read sent ahead found the end
+        if self._held is not None:
+            got = min(len(view), len(self._held) - self._held_at)
+            view[:got] = self._held[self._held_at : self._held_at + got]
+            self._held_at += got
+            if self._held_at == len(self._held):
+                self._held = None
+            return got
         if self._at_end:
             # The end was seen by the previous read: report it once without asking
             # (a later read asks again, so a growing file is still followed).
             self._at_end = False
             return 0
+        n = min(len(view), self._ahead)
         result, frames = self._call("read", {"h": self._h, "n": n})
         data = frames[0] if frames else b""
         got = len(data)
@@ -154,14 +183,62 @@ class HostRaw(io.RawIOBase):
         self._at_end = bool(got and result.get("eof"))
         if got == n:
             self._ahead = min(self._ahead * 2, CHUNK)
+            self._read_ahead()
         return got
+
+    def _read_ahead(self) -> None:
+        if self._may_read_ahead and not self._stale and not self._at_end and self._coming is None:
+            self._coming = self._call.later("read", {"h": self._h, "n": self._ahead})
+            self._coming_n = self._ahead
+
+    def _arrival(self, chain: bool = True) -> memoryview | None:
+        """Wait for the read sent ahead; its data (None at the end). With ``chain``, the
+        next one is sent first if this one came back full."""
+        coming, self._coming = self._coming, None
+        assert coming is not None
+        result, frames = coming()
+        data = memoryview(frames[0]).cast("B") if frames and len(frames[0]) else None
+        self._moved(result)
+        if data is None:
+            return None
+        self._at_end = bool(result.get("eof"))
+        if chain and len(data) == self._coming_n:
+            self._ahead = min(self._ahead * 2, CHUNK)
+            self._read_ahead()
+        return data
+
+    def _unread(self) -> int:
+        """Bytes that came ahead and were not read yet."""
+        return len(self._held) - self._held_at if self._held is not None else 0
+
+    def _settle(self) -> None:
+        """Forget what came ahead (before a seek, a close or a hand-over): wait for the
+        read in flight, whatever its outcome."""
+        self._held = None
+        if self._coming is not None:
+            coming, self._coming = self._coming, None
+            try:
+                result, _ = coming()
+                self._moved(result)
+            except Exception:  # noqa: BLE001 - its data is dropped anyway
+                pass
+        self._at_end = False
 
     def readall(self) -> bytes:
         """The rest of the file, in ``CHUNK`` pieces joined once (``read()`` comes here)."""
         self._checkClosed()
         if not self._readable:
             raise io.UnsupportedOperation("File not open for reading")
-        chunks = []
+        chunks: list[Any] = []
+        if self._held is not None:
+            chunks.append(self._held[self._held_at :])
+            self._held = None
+        if self._coming is not None:
+            data = self._arrival(chain=False)
+            if data is None:
+                self._at_end = True
+            else:
+                chunks.append(data)
         while not self._at_end:
             result, frames = self._call("read", {"h": self._h, "n": CHUNK})
             self._moved(result)
@@ -191,6 +268,9 @@ class HostRaw(io.RawIOBase):
         if whence not in (0, 1, 2):
             msg = f"invalid whence ({whence}, should be 0, 1 or 2)"
             raise ValueError(msg)
+        if whence == 1 and (self._held is not None or self._coming is not None):
+            pos, whence = self._pos - self._unread() + pos, 0  # from where the reads are
+        self._settle()
         result, _ = self._call("seek", {"h": self._h, "pos": pos, "whence": whence})
         self._moved(result)
         self._ahead = READ_AHEAD
@@ -201,7 +281,7 @@ class HostRaw(io.RawIOBase):
         self._checkClosed()
         if self._stale or not self._seekable:
             return self.seek(0, 1)
-        return self._pos
+        return self._pos - self._unread()
 
     def truncate(self, size: int | None = None) -> int:
         self._checkClosed()
@@ -216,6 +296,7 @@ class HostRaw(io.RawIOBase):
         if self.closed:
             return
         try:
+            self._settle()
             self._call("close", {"h": self._h})
         except OSError:
             if not getattr(self, "_finalizing", False):
@@ -228,7 +309,10 @@ class HostRaw(io.RawIOBase):
             super().close()
 
     def mark_shared(self) -> None:
-        """Another writer (a host subprocess) now moves the host's position too."""
+        """Another writer (a host subprocess) now moves the host's position too; the
+        host's position goes back to where this task's reads are."""
+        if self._held is not None or self._coming is not None:
+            self.seek(self._pos - self._unread())
         self._stale = True
 
     def _moved(self, result: dict[str, Any]) -> None:
