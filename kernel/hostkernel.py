@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import os
 import signal
 import sys
@@ -16,7 +17,7 @@ from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import Bool, Integer, List, Unicode, default
 
-from . import earlybind
+from . import debugging, earlybind
 from .workercount import default_worker_count
 from .cluster import Cluster
 from .host import Host
@@ -36,6 +37,10 @@ class ElsewhereKernelApp(IPKernelApp):
             s.bind(f"tcp://{self.ip}:{port}")
             return port
         return super()._try_bind_socket(s, port)
+
+    def init_kernel(self) -> None:
+        debugging.defer()  # before the kernel is made: see ``debugging``
+        super().init_kernel()
 
     def init_sockets(self) -> None:
         if _binds_through_try_bind_socket():
@@ -99,6 +104,8 @@ class ElsewhereKernel(IPythonKernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if debugging.deferred() and self.debugpy_stream is not None:
+            self.debugger = debugging.DebuggerOnDemand(self._make_debugger)
         policy = IOPolicy(
             roots=(os.getcwd(), *self.io_roots), read_only=self.io_read_only, allow_subprocess=self.io_allow_subprocess
         )
@@ -121,6 +128,31 @@ class ElsewhereKernel(IPythonKernel):
         # of tasks in flight the collector walks everything it tracks several times a
         # second (40 % of a 2,000-task gather's time here); it can skip these.
         gc.freeze()
+
+    # -- the debugger, made on demand (see ``debugging``) ------------------------------
+
+    def _make_debugger(self) -> Any:
+        """ipykernel's debugger, made as ``IPythonKernel.__init__`` would have made it."""
+        debugging.load()
+        args = [self.log, self.debugpy_stream, self._publish_debug_event, self.debug_shell_socket, self.session]
+        args += [self._kernel_modules, self.debug_just_my_code]
+        if "filter_internal_frames" in inspect.signature(self.debugger_class).parameters:
+            args.append(self.filter_internal_frames)
+        return self.debugger_class(*args)
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = super().kernel_info
+        features = info.setdefault("supported_features", [])
+        if isinstance(getattr(self, "debugger", None), debugging.DebuggerOnDemand) and "debugger" not in features:
+            features.append("debugger")
+        return info
+
+    async def do_debug_request(self, msg: Any) -> Any:
+        debugger = getattr(self, "debugger", None)
+        if isinstance(debugger, debugging.DebuggerOnDemand):
+            debugger.real()  # imports debugpy: ipykernel then finds it available
+        return await super().do_debug_request(msg)
 
     def _adopt_prestarted(self, policy: IOPolicy) -> Cluster | None:
         """Take over the workers started before the configuration was read, if that
