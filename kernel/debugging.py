@@ -1,8 +1,8 @@
 """JupyterLab's debugger in the host kernel, loaded when a frontend first asks for it.
 
 ipykernel makes its debugger as the kernel starts, and importing it (debugpy and the
-pydevd it vendors) is about an eighth of the host kernel's start; most sessions never
-debug. Here ``ipykernel.debugger`` is first imported with debugpy held back (so
+pydevd it vendors, 50–90 ms here) was a fifth of the host kernel's start; most sessions
+never debug. Here ``ipykernel.debugger`` is first imported with debugpy held back (so
 ipykernel makes no debugger), the kernel still says it supports debugging, and the
 first debug request imports debugpy and makes ipykernel's own debugger.
 """
