@@ -106,6 +106,12 @@ class Link:
     WINDOW = 64
 
     def __init__(self, session: Session) -> None:
+        if session.auth is None:
+            msg = (
+                "the kernel's session has no key, so its data messages could not be signed; "
+                "start the worker kernel with a key (jupyter_client makes one unless told not to)"
+            )
+            raise ValueError(msg)
         self.session = session
         self.next_seq = 1
         self.unacked: OrderedDict[int, list[Any]] = OrderedDict()
@@ -164,7 +170,7 @@ class Link:
         if len(parts) != 3 or parts[0] != MARKER:
             return None
         _marker, signature, body = parts
-        if self.session.auth is not None and not hmac.compare_digest(signature, self.session.sign([body])):
+        if not hmac.compare_digest(signature, self.session.sign([body])):
             return None
         try:
             content = pickle.loads(body)

@@ -203,11 +203,15 @@ class Worker:
                 f"installed for {self.python}? ({exc}){self._log_tail()}"
             )
             raise WorkerStartError(msg) from exc
+        session = Session(key=self.km.session.key, signature_scheme=self.km.session.signature_scheme)
+        try:
+            link = Link(session)
+        except ValueError as exc:
+            raise WorkerStartError(f"worker {self.id} (pid {self.pid}): {exc}", permanent=True) from None
         self.info = await self._bootstrap()
         self._check_python()
         self.host = self.info.get("host", "localhost")
-        session = Session(key=self.km.session.key, signature_scheme=self.km.session.signature_scheme)
-        self.link = Link(session)
+        self.link = link
         self.route = make_route(self.route_name, info=self.info, ip=self.km.ip, client=self.kc, hwm=self.hwm, lock=self.lock, readers=self.readers)
         self._send_raw(self.link.control())  # introduces us to the agent
         self.state = "idle"

@@ -148,6 +148,12 @@ def test_link_delivers_in_order_holds_early_messages_and_asks_for_gaps():
     assert list(sender.unacked) == [4]
 
 
+def test_a_link_needs_a_key_to_sign_with():
+    # Unsigned, a message's content (a pickle) would run whatever anyone sent the port.
+    with pytest.raises(ValueError, match="no key, so its data messages could not be signed"):
+        Link(Session(key=b""))
+
+
 def test_link_rejects_forged_messages_and_tampered_payloads():
     good, evil = Link(Session(key=b"right")), Link(Session(key=b"wrong"))
     assert good.unpack(evil.pack([{"k": "spawn"}], [])) is None
