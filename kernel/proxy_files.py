@@ -105,7 +105,6 @@ class HostRaw(io.RawIOBase):
         # Read-ahead: the answer to a read already sent, and data that came ahead of the
         # reads (``_held[_held_at:]``). The position kept is the host's, past both.
         self._coming: Callable[[], tuple[Any, list[Any]]] | None = None
-        self._coming_n = 0
         self._held: memoryview | None = None
         self._held_at = 0
         self._may_read_ahead = self._readable and not self._writable and self._seekable and bool(info.get("regular"))
@@ -182,14 +181,16 @@ class HostRaw(io.RawIOBase):
         self._moved(result)
         self._at_end = bool(got and result.get("eof"))
         if got == n:
-            self._ahead = min(self._ahead * 2, CHUNK)
-            self._read_ahead()
+            self._came_full()
         return got
 
-    def _read_ahead(self) -> None:
+    def _came_full(self) -> None:
+        """A read came back full: the next asks for twice as much, and is sent now where
+        the file may be read ahead. (``_ahead`` then stays the size of the read in flight
+        until it arrives: a seek waits for that read before it starts over.)"""
+        self._ahead = min(self._ahead * 2, CHUNK)
         if self._may_read_ahead and not self._stale and not self._at_end and self._coming is None:
             self._coming = self._call.later("read", {"h": self._h, "n": self._ahead})
-            self._coming_n = self._ahead
 
     def _arrival(self, chain: bool = True) -> memoryview | None:
         """Wait for the read sent ahead; its data (None at the end). With ``chain``, the
@@ -202,9 +203,8 @@ class HostRaw(io.RawIOBase):
         if data is None:
             return None
         self._at_end = bool(result.get("eof"))
-        if chain and len(data) == self._coming_n:
-            self._ahead = min(self._ahead * 2, CHUNK)
-            self._read_ahead()
+        if chain and len(data) == self._ahead:
+            self._came_full()
         return data
 
     def _unread(self) -> int:
