@@ -4,7 +4,9 @@ ipykernel makes its debugger as the kernel starts, and importing it (debugpy and
 pydevd it vendors, 50–90 ms here) was a fifth of the host kernel's start; most sessions
 never debug. Here ``ipykernel.debugger`` is first imported with debugpy held back (so
 ipykernel makes no debugger), the kernel still says it supports debugging, and the
-first debug request imports debugpy and makes ipykernel's own debugger.
+first debug request imports debugpy and makes ipykernel's own debugger. (Worker
+kernels hold debugpy back the same way for good, in ``worker.WORKER_IMPORTS``: source
+that runs in a bare interpreter, where this module may not be importable.)
 """
 
 from __future__ import annotations
