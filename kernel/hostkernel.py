@@ -140,17 +140,21 @@ class ElsewhereKernel(IPythonKernel):
             args.append(self.filter_internal_frames)
         return self.debugger_class(*args)
 
+    def _debugger_on_demand(self) -> debugging.DebuggerOnDemand | None:
+        debugger = getattr(self, "debugger", None)  # ipykernel sets none without debugpy
+        return debugger if isinstance(debugger, debugging.DebuggerOnDemand) else None
+
     @property
     def kernel_info(self) -> dict[str, Any]:
         info: dict[str, Any] = super().kernel_info
         features = info.setdefault("supported_features", [])
-        if isinstance(getattr(self, "debugger", None), debugging.DebuggerOnDemand) and "debugger" not in features:
+        if self._debugger_on_demand() is not None and "debugger" not in features:
             features.append("debugger")
         return info
 
     async def do_debug_request(self, msg: Any) -> Any:
-        debugger = getattr(self, "debugger", None)
-        if isinstance(debugger, debugging.DebuggerOnDemand):
+        debugger = self._debugger_on_demand()
+        if debugger is not None:
             debugger.real()  # imports debugpy: ipykernel then finds it available
         return await super().do_debug_request(msg)
 
