@@ -29,6 +29,7 @@ Sent to kernels as source: standard library, zmq, jupyter_client, dill and IPyth
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextvars
 import select
@@ -694,6 +695,21 @@ def _rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _control_thread_first(app: Any) -> None:
+    """At exit, let ipykernel's control thread finish the message it handles, then stop it.
+
+    After a ``shutdown_request`` the control thread still flushes stdout and publishes
+    its "idle" status, through the iopub thread; ipykernel's exit handlers stop the iopub
+    thread first, and a flush that comes after waits for it forever, so the kernel stays
+    until the host's patience runs out and it is killed. (ipykernel stops and joins the
+    control thread itself, but only after the iopub thread.)
+    """
+    control = getattr(app, "control_thread", None)
+    if control is not None and control.is_alive():
+        control.stop()
+        control.join(timeout=2)
+
+
 _agent: Agent | None = None
 
 
@@ -708,6 +724,7 @@ def start(hwm: int = 0, route: str = "zmq") -> dict[str, Any]:
         session = Session(key=kernel.session.key, signature_scheme=kernel.session.signature_scheme)
         _agent = Agent(session, ip=getattr(app, "ip", "127.0.0.1") or "127.0.0.1", hwm=hwm, route=route)
         _agent.start()
+        atexit.register(_control_thread_first, app)  # runs before ipykernel's own exit handlers
     return {
         "port": _agent.port,
         "pid": os.getpid(),

@@ -160,13 +160,17 @@ class Cluster:
             self.runtime.run(self._close()).result(timeout)
         except (concurrent.futures.TimeoutError, RuntimeError):
             log.warning("elsewhere: workers did not stop within %ss; killing them", timeout)
-            for worker in list(self._workers.values()):
-                if worker.pid:
-                    try:
-                        os.kill(worker.pid, 9)
-                    except OSError:
-                        pass
+            self.abandon()
         self.runtime.stop()
+
+    def abandon(self) -> None:
+        """Kill every worker kernel now and remove their files, from any thread and
+        without the runtime loop: for a host that is being terminated (SIGTERM), where
+        an orderly ``close`` could be cut short or already be under way and stuck."""
+        prefork.discard()
+        self.closed = True
+        for worker in list(self._workers.values()):
+            worker.abandon()
 
     async def _close(self) -> None:
         with self._lock:

@@ -42,6 +42,20 @@ class ElsewhereKernelApp(IPKernelApp):
         debugging.defer()  # before the kernel is made: see ``debugging``
         super().init_kernel()
 
+    def init_signal(self) -> None:
+        super().init_signal()
+        signal.signal(signal.SIGTERM, self._terminated)
+
+    def _terminated(self, signum: int, _frame: Any) -> None:
+        """SIGTERM (a frontend whose shutdown request went unanswered, a server that
+        stops): kill the worker kernels and remove their files, then end as SIGTERM ends a
+        process. Without this the workers still die with the host, but leave their files."""
+        host = getattr(self.kernel, "elsewhere", None)
+        if host is not None:
+            host.cluster.abandon()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
     def init_sockets(self) -> None:
         if _binds_through_try_bind_socket():
             earlybind.close(keep=self.ip)  # a configured --ip wins over the file's

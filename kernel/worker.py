@@ -203,6 +203,9 @@ class Worker:
                 f"installed for {self.python}? ({exc}){self._log_tail()}"
             )
             raise WorkerStartError(msg) from exc
+        # The kernel has read its connection file: the signing key need not stay on disk,
+        # where a host that is killed would leave it.
+        self.km.cleanup_connection_file()
         session = Session(key=self.km.session.key, signature_scheme=self.km.session.signature_scheme)
         try:
             link = Link(session)
@@ -366,6 +369,27 @@ class Worker:
     async def is_alive(self) -> bool:
         return self.km is not None and await self.km.is_alive()
 
+    def abandon(self) -> None:
+        """Kill the kernel process at once and remove the worker's files, without the
+        runtime loop: for a host that is itself being terminated, or a stop that hung."""
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+        self._remove_files()
+
+    def _remove_files(self) -> None:
+        """The scratch directory, the log and (if a start was cut short) the connection
+        file. Safe to call twice, from two threads."""
+        if self.km is not None:
+            self.km.cleanup_connection_file()
+        if self.cwd:
+            shutil.rmtree(self.cwd, ignore_errors=True)
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.log_path)
+
     async def stop(self, now: bool = False) -> None:
         """Shut the kernel down (asking first, unless ``now``) and release everything."""
         with self.lock:
@@ -381,12 +405,6 @@ class Worker:
                 await self.km.shutdown_kernel(now=True)
         elif self.km is not None:
             await self.km.cleanup_resources()
-        if self.cwd:
-            shutil.rmtree(self.cwd, ignore_errors=True)
-        if self._log is not None:
-            self._log.close()
-            with contextlib.suppress(OSError):
-                os.unlink(self.log_path)
-            self._log = None
+        self._remove_files()
         if self.state != "lost":
             self.state = "stopped"

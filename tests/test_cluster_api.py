@@ -284,23 +284,54 @@ def test_io_policy_read_only_and_no_subprocess(tmp_path, monkeypatch):
     assert "subprocess" in run.lower()
 
 
-def test_workers_are_private_to_this_host():
-    """Signed with a key, connection files 0600, every port on loopback only."""
+def test_workers_are_private_to_this_host(monkeypatch):
+    """Signed with a key, connection files 0600 and gone once the kernel has read them,
+    every port on loopback only."""
     import stat
 
+    import jupyter_client.connect
     import psutil
 
+    written = {}
+    write = jupyter_client.connect.write_connection_file
+
+    def recording(*args, **kwargs):
+        path, info = write(*args, **kwargs)
+        written[path] = stat.S_IMODE(os.stat(path).st_mode), json_load(path)
+        return path, info
+
+    monkeypatch.setattr(jupyter_client.connect, "write_connection_file", recording)
     with Cluster(workers=1) as cluster:
         (worker,) = cluster._workers.values()
-        info = json_load(worker.km.connection_file)
-        mode = stat.S_IMODE(os.stat(worker.km.connection_file).st_mode)
+        mode, info = written[worker.km.connection_file]
+        left_on_disk = os.path.exists(worker.km.connection_file)
         listening = [c.laddr for c in psutil.Process(worker.pid).net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
         agent_port = worker.info["port"]
-    assert mode == 0o600
+    assert mode == 0o600 and not left_on_disk
     assert info["ip"] == "127.0.0.1" and info["transport"] == "tcp"
     assert len(info["key"]) >= 32 and info["signature_scheme"] == "hmac-sha256"
     assert agent_port in [addr.port for addr in listening]
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
+
+
+def test_closing_lets_every_worker_kernel_leave_by_itself_and_removes_its_files():
+    # A worker kernel asked to shut down exits on its own, with code 0; one that had to be
+    # killed (after the host waited 2.5 s for it) ends by SIGTERM. Each round can catch
+    # a kernel that hangs on its way out only some of the time.
+    for _ in range(3):
+        with Cluster(workers=2) as cluster:
+            cluster.wait_ready(2, timeout=60)
+
+            async def main():
+                with cluster.distribute(placement="round-robin"):
+                    return await asyncio.gather(where(), where())
+
+            assert len(set(asyncio.run(main()))) == 2
+            workers = list(cluster._workers.values())
+            processes = [w.km.provisioner.process for w in workers]
+            files = [path for w in workers for path in (w.cwd, w.log_path, w.km.connection_file)]
+        assert [p.returncode for p in processes] == [0, 0]
+        assert [f for f in files if os.path.exists(f)] == []
 
 
 class _Planted:

@@ -129,17 +129,41 @@ def test_killing_the_host_takes_every_worker_down(fresh_kernel):
     assert not survivors, f"workers {survivors} outlived their host by 10 s"
 
 
+def _scratch_of(pids: list[int]) -> list[str]:
+    """Each worker's scratch directory (its working directory) and the log beside it."""
+    places = [psutil.Process(p).cwd() for p in pids]
+    assert all("elsewhere-w" in place for place in places), places
+    return [path for place in places for path in (place, place + ".log")]
+
+
+def test_a_terminated_host_takes_its_workers_and_their_files_with_it(fresh_kernel):
+    # SIGTERM is how a frontend ends a kernel that did not answer its shutdown request,
+    # and how a server or a job scheduler stops one.
+    kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
+    workers = kernel.wait_workers(2)
+    files = _scratch_of(workers)
+    assert all(os.path.exists(f) for f in files)
+    os.kill(kernel.pid, signal.SIGTERM)
+    assert wait_for(lambda: kernel.km.provisioner.process.poll() is not None, what="the host to end")
+    assert kernel.km.provisioner.process.poll() == -signal.SIGTERM
+    assert wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in workers))
+    assert [f for f in files if os.path.exists(f)] == []
+
+
 def test_shutdown_and_restart_stop_every_worker(fresh_kernel):
     kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
     first = kernel.wait_workers(2)
+    files = _scratch_of(first)
     kernel.km.restart_kernel(now=False)
     kernel.kc.wait_for_ready(timeout=60)
     gone = wait_for(lambda: not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in first))
     assert gone
     second = kernel.wait_workers(2)
     assert not set(first) & set(second)
+    files += _scratch_of(second)
     kernel.shutdown()
     assert not kernel.leftovers()
+    assert [f for f in files if os.path.exists(f)] == []
 
 
 def test_a_kernel_whose_exit_would_hang_still_ends_after_shutdown(fresh_kernel):
