@@ -17,8 +17,9 @@ and a GIL hand-off cost more than a trivial task, so the thread at hand does the
 - the task loop watches the socket's descriptor while it is idle and starts the spawns
   it reads at once; a task that ends sends its result itself;
 - a thread waiting for a host I/O answer reads the socket while it waits;
-- the I/O thread reads it on its rounds (every 10 ms while tasks run), which is what
-  reaches a loop that a task keeps busy.
+- while a task keeps the task loop busy, the I/O thread watches it (it looks at the loop
+  on each of its rounds, every 10 ms while output or acknowledgements are due, else
+  every ``RUNNING_ROUND``): that is what reaches a loop that a task keeps busy.
 Whoever uses the socket reads what has arrived before letting go of it: zmq's descriptor
 signals changes, not readiness, and a send can take the signal of an arrival. (The
 stream route's descriptor signals readiness; reading before letting go costs it little.)
@@ -69,6 +70,13 @@ FLUSH_INTERVAL = 0.01
 INTERRUPT_AFTER = 0.3
 STUCK_AFTER = 1.2
 LOAD_INTERVAL = 1.0
+#: While tasks run and nothing waits to go out, the I/O thread looks this often: for
+#: output a silent task starts to print (ipykernel itself sends a print within 0.2 s),
+#: "started" notices, cancel escalation and the load report. Each look takes the GIL
+#: from a task computing in Python: every 10 ms, that cost such a task 1 to 3 % of its
+#: time. Messages from the host wake it at once while a task keeps the loop busy.
+RUNNING_ROUND = 0.1
+
 
 class _Running:
     __slots__ = ("task", "thread", "cancel_at", "interrupted", "stuck_sent", "io")
@@ -156,6 +164,7 @@ class Agent:
         self._send_scheduled = False
         self._router: _Server | None = None
         self.loop = asyncio.new_event_loop()
+        self._select_code = type(self.loop._selector).select.__code__  # type: ignore[attr-defined]
         self._loop_thread: int | None = None
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
@@ -274,11 +283,26 @@ class Agent:
     def _io_main(self, router: _Server, wake: zmq.Socket) -> None:
         poller = zmq.Poller()
         poller.register(wake, zmq.POLLIN)
+        watching = False
         last_load = 0.0
         cpu_mark = (time.monotonic(), time.process_time())
         while not self._stopping.is_set():
-            busy = self.outbox.pending() or self.link.ack_owed or bool(self.link.unacked)
-            events = dict(poller.poll(int(FLUSH_INTERVAL * 1000) if busy or self.running else 200))
+            # A task that keeps the task loop busy keeps it from the socket: watch it here
+            # too until the next round. (While the loop waits, it watches the socket
+            # itself: one wake-up per message, not two.)
+            running = bool(self.running)
+            busy_loop = running and not self._loop_waiting()
+            if busy_loop != watching and self.route != "comm":
+                if busy_loop:
+                    poller.register(self._fd, zmq.POLLIN)
+                else:
+                    poller.unregister(self._fd)
+                watching = busy_loop
+            if self.outbox.pending() or self.link.ack_owed or self.link.unacked:
+                timeout = FLUSH_INTERVAL
+            else:
+                timeout = RUNNING_ROUND if running else 0.2
+            events = dict(poller.poll(int(timeout * 1000)))
             if wake in events:
                 with self._wake_lock:
                     self._woken = False
@@ -306,6 +330,11 @@ class Agent:
         with self.io_lock:
             router.close()
         wake.close(linger=0)
+
+    def _loop_waiting(self) -> bool:
+        """Whether the task loop waits for events (and so watches the socket) right now."""
+        frame = sys._current_frames().get(self._loop_thread or 0)
+        return frame is not None and frame.f_code is self._select_code
 
     def _release_socket(self, router: _Server) -> bool:
         """Read what arrived while the socket was in use (see the module's docstring);
@@ -356,7 +385,7 @@ class Agent:
 
     def _read_while_waiting(self, done: threading.Event, timeout: float) -> None:
         """A thread that waits for the host's answer reads the socket meanwhile: the task
-        loop it may be blocking cannot, and the I/O thread only looks every 10 ms."""
+        loop it may be blocking cannot, and a wake-up of the I/O thread costs more."""
         router = self._router
         if router is None or self.route == "comm":
             done.wait(timeout)

@@ -256,7 +256,7 @@ class Server:
 
         One system call finds the sockets with anything to do, and only those are
         touched: each call lets go of the GIL, and the agent's I/O thread, which calls
-        this every 10 ms while a task computes, then waits for the GIL behind that task.
+        this on its rounds while a task computes, then waits for the GIL behind that task.
         """
         if self.closed:
             return False

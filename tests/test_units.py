@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from jupyter_client.session import Session
 
+from conftest import wait_for
 from elsewhere.kernel import capture, placement, stream
 from elsewhere.kernel.channel import Link, split_items, with_frames
 from elsewhere.kernel.serialize import OOB_THRESHOLD, Serializer, unpicklable_path
@@ -368,3 +369,34 @@ def test_ipykernel_binds_its_channels_the_way_early_listening_relies_on():
     from elsewhere.kernel.hostkernel import _binds_through_try_bind_socket
 
     assert _binds_through_try_bind_socket()
+
+
+def test_the_agent_sees_whether_its_task_loop_waits_or_is_kept_busy():
+    # While a task keeps the loop busy, the agent's I/O thread watches the socket in its
+    # place; it tells the two apart by the frame the loop's thread is in.
+    from elsewhere.kernel.agent import Agent
+
+    agent = Agent(Session(key=b"k"))
+    thread = threading.Thread(target=agent._loop_main, daemon=True)
+    thread.start()
+    started, release = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        started.set()
+        release.wait(10)
+
+    try:
+        wait_for(agent._loop_waiting, what="the loop to wait")
+        agent.loop.call_soon_threadsafe(busy)
+        assert started.wait(10)
+        assert not agent._loop_waiting()
+        release.set()
+        wait_for(agent._loop_waiting, what="the loop to wait")
+    finally:
+        release.set()
+        agent.loop.call_soon_threadsafe(agent.loop.stop)
+        thread.join(10)
+        agent.loop.close()
+        agent.pool.shutdown()
+        agent._context.term()
+
