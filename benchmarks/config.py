@@ -30,6 +30,7 @@ class Sizes:
     output_reps: int
     cpu_tasks: int  # W5
     cpu_seconds: float
+    cpu_rounds: int  # W5 runs, each between samples of its ideal (the median round is reported)
     file_bytes: int  # W6
     stat_calls: int  # W7
     zmq_roundtrips: int  # floors
@@ -49,6 +50,7 @@ FULL = Sizes(
     output_reps=3,
     cpu_tasks=8,
     cpu_seconds=0.25,
+    cpu_rounds=3,
     file_bytes=200 * MB,
     stat_calls=300,
     zmq_roundtrips=2000,
@@ -68,6 +70,7 @@ QUICK = Sizes(
     output_reps=1,
     cpu_tasks=4,
     cpu_seconds=0.02,
+    cpu_rounds=1,
     file_bytes=2 * MB,
     stat_calls=20,
     zmq_roundtrips=100,

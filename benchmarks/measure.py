@@ -15,7 +15,7 @@ from typing import Any
 
 from .config import WORKERS
 
-__all__ = ["Results", "ideal_cpu_seconds", "latency_figures", "median", "percentile", "rate", "scaling_figures"]
+__all__ = ["Results", "ScalingRounds", "ideal_cpu_seconds", "latency_figures", "median", "percentile", "rate", "scaling_figures"]
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -119,6 +119,32 @@ def scaling_figures(
         "one_task_samples_s": {"before": before, "after": after},
         "task_s": inside,
     }
+
+
+class ScalingRounds:
+    """W5, run ``cpu_rounds`` times, each round between two samples of its ideal task time.
+
+    One round is about a second of work, and this VM's CPUs change speed, and often run
+    at different speeds, within that: single rounds of the same system ranged 0.87–1.07
+    here. The figures are those of the round with the median efficiency; every round's
+    efficiency and busy share are kept (``rounds``). Make it just before the first round:
+    it samples the ideal then."""
+
+    def __init__(self, count: int, iterations: int, fallback: float) -> None:
+        self.count, self.iterations, self.fallback = count, iterations, fallback
+        self._ideal = ideal_cpu_seconds(iterations, fallback)
+        self._rounds: list[dict[str, Any]] = []
+
+    def add(self, wall: float, inside: list[float]) -> None:
+        """One round's wall time and the tasks' own times; samples the ideal again."""
+        before, self._ideal = self._ideal, ideal_cpu_seconds(self.iterations, self.fallback)
+        self._rounds.append(scaling_figures(self.count, wall, inside, before, self._ideal))
+
+    def figures(self) -> dict[str, Any]:
+        ranked = sorted(self._rounds, key=lambda r: r["efficiency"])
+        chosen = dict(ranked[len(ranked) // 2])
+        chosen["rounds"] = [{k: r[k] for k in ("efficiency", "busy", "wall_s", "one_task_s")} for r in self._rounds]
+        return chosen
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

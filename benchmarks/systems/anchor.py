@@ -15,8 +15,7 @@ from .. import tasks
 from ..config import WORKERS, Params
 from ..measure import (
     Results,
-    ideal_cpu_seconds,
-    scaling_figures,
+    ScalingRounds,
     latency_figures,
     median,
     percentile,
@@ -143,12 +142,12 @@ def _measure(anchor: Anchor, params: Params, results: Results) -> None:
 
     with results.guard("W5"):
         count = sizes.cpu_tasks
-        before = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)
-        started = time.perf_counter()
-        inside = anchor.run_all(tasks.spin, [(params.spin_iterations,)] * count)
-        wall = time.perf_counter() - started
-        after = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)
-        results.put("W5", **scaling_figures(count, wall, inside, before, after))
+        rounds = ScalingRounds(count, params.spin_iterations, params.spin_seconds)
+        for _ in range(sizes.cpu_rounds):
+            started = time.perf_counter()
+            inside = anchor.run_all(tasks.spin, [(params.spin_iterations,)] * count)
+            rounds.add(time.perf_counter() - started, inside)
+        results.put("W5", **rounds.figures())
 
     with results.guard("W6"):
         started = time.perf_counter()

@@ -22,8 +22,7 @@ from .. import profiling, tasks
 from ..config import WORKERS, Params
 from ..measure import (
     Results,
-    ideal_cpu_seconds,
-    scaling_figures,
+    ScalingRounds,
     latency_figures,
     median,
     percentile,
@@ -202,23 +201,22 @@ def _measure(frontend: Frontend, params: Params, results: Results, pids: dict[st
     with results.guard("W4"), profiled("W4"):
         _output(frontend, params, results)
 
-    before = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)
-    count = sizes.cpu_tasks
-    spun: list[Any] = []
-    with results.guard("W5"), profiled("W5"):
-        spun[:] = frontend.eval(
-            _cell(
-                tasks.aspin,
-                body=(
-                    "_t = time.perf_counter()\n"
-                    f"_inside = await asyncio.gather(*(aspin({params.spin_iterations}) for _ in range({count})))\n"
-                    "time.perf_counter() - _t, _inside\n"
-                ),
-            )
+    with results.guard("W5"):
+        count = sizes.cpu_tasks
+        cell = _cell(
+            tasks.aspin,
+            body=(
+                "_t = time.perf_counter()\n"
+                f"_inside = await asyncio.gather(*(aspin({params.spin_iterations}) for _ in range({count})))\n"
+                "time.perf_counter() - _t, _inside\n"
+            ),
         )
-    if spun:  # the ideal is sampled again after, outside the CPU accounting
-        after = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)
-        results.put("W5", **scaling_figures(count, spun[0], spun[1], before, after))
+        rounds = ScalingRounds(count, params.spin_iterations, params.spin_seconds)
+        for _ in range(sizes.cpu_rounds):
+            with profiled("W5"):  # the ideal's samples stay outside the CPU accounting
+                wall, inside = frontend.eval(cell)
+            rounds.add(wall, inside)
+        results.put("W5", **rounds.figures())
 
     problem = _host_io_problem(frontend, params)
     if problem:

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import profiling, tasks
 from ..config import WORKERS, Params
-from ..measure import Results, ideal_cpu_seconds, latency_figures, median, rate, scaling_figures
+from ..measure import Results, ScalingRounds, latency_figures, median, rate
 
 __all__ = ["run"]
 
@@ -86,13 +86,13 @@ async def _main(params: Params, results: Results) -> None:
                 mb = array.nbytes / 1e6
                 results.put("W3", arg_MBps=rate(mb, median(into)), roundtrip_MBps=rate(mb, median(back)), MB=mb)
 
-            before = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)  # outside the CPU accounting
-            count = sizes.cpu_tasks
-            spun: list[Any] = []
-            with results.guard("W5"), profiled("W5"):
-                t = time.perf_counter()
-                inside = await asyncio.gather(*(tasks.aspin(params.spin_iterations) for _ in range(count)))
-                spun[:] = [time.perf_counter() - t, inside]
-            if spun:
-                after = ideal_cpu_seconds(params.spin_iterations, params.spin_seconds)
-                results.put("W5", **scaling_figures(count, spun[0], spun[1], before, after))
+            with results.guard("W5"):
+                count = sizes.cpu_tasks
+                rounds = ScalingRounds(count, params.spin_iterations, params.spin_seconds)
+                for _ in range(sizes.cpu_rounds):
+                    with profiled("W5"):  # the ideal's samples stay outside the CPU accounting
+                        t = time.perf_counter()
+                        inside = await asyncio.gather(*(tasks.aspin(params.spin_iterations) for _ in range(count)))
+                        wall = time.perf_counter() - t
+                    rounds.add(wall, inside)
+                results.put("W5", **rounds.figures())
