@@ -164,7 +164,10 @@ class Agent:
         self._send_scheduled = False
         self._router: _Server | None = None
         self.loop = asyncio.new_event_loop()
-        self._select_code = type(self.loop._selector).select.__code__  # type: ignore[attr-defined]
+        # What the loop's thread runs while it waits (see _loop_waiting); None for a loop
+        # without a selector (uvloop): the I/O thread then watches whenever tasks run.
+        select_method = getattr(type(getattr(self.loop, "_selector", None)), "select", None)
+        self._select_code = getattr(select_method, "__code__", None)
         self._loop_thread: int | None = None
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
@@ -334,7 +337,7 @@ class Agent:
     def _loop_waiting(self) -> bool:
         """Whether the task loop waits for events (and so watches the socket) right now."""
         frame = sys._current_frames().get(self._loop_thread or 0)
-        return frame is not None and frame.f_code is self._select_code
+        return frame is not None and self._select_code is not None and frame.f_code is self._select_code
 
     def _release_socket(self, router: _Server) -> bool:
         """Read what arrived while the socket was in use (see the module's docstring);

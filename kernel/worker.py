@@ -353,7 +353,7 @@ class Worker:
     def death_note(self) -> tuple[str, str]:
         """How the kernel process ended (`` (killed by SIGKILL)``), and, when it may have
         said why (a crash, an exit code), the end of its log."""
-        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        process = self._process()
         code = process.poll() if process is not None else None
         if code is None:
             return "", ""
@@ -369,12 +369,19 @@ class Worker:
     async def is_alive(self) -> bool:
         return self.km is not None and await self.km.is_alive()
 
+    def _process(self) -> Any:
+        """The kernel's process (a ``Popen`` or a ``prefork.ForkedProcess``), until
+        ``jupyter_client`` has waited for its end."""
+        return getattr(getattr(self.km, "provisioner", None), "process", None)
+
     def abandon(self) -> None:
         """Kill the kernel process at once and remove the worker's files, without the
         runtime loop: for a host that is itself being terminated, or a stop that hung."""
-        if self.pid:
+        process = self._process()
+        # Only a child not yet waited for: a pid that was waited for may be another's now.
+        if process is not None and process.poll() is None:
             with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
+                process.kill()
         self._remove_files()
 
     def _remove_files(self) -> None:
