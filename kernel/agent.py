@@ -164,10 +164,11 @@ class Agent:
         self._send_scheduled = False
         self._router: _Server | None = None
         self.loop = asyncio.new_event_loop()
-        # What the loop's thread runs while it waits (see _loop_waiting); None for a loop
-        # without a selector (uvloop): the I/O thread then watches whenever tasks run.
+        # What the loop's thread runs while it watches the socket (see _loop_watches): its
+        # selector's select (not found for a loop without one, such as uvloop's), or a
+        # wait for a host I/O answer that a task made on the loop.
         select_method = getattr(type(getattr(self.loop, "_selector", None)), "select", None)
-        self._select_code = getattr(select_method, "__code__", None)
+        self._watching_codes = {getattr(select_method, "__code__", None), Agent._read_while_waiting.__code__} - {None}
         self._loop_thread: int | None = None
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
@@ -294,7 +295,7 @@ class Agent:
             # too until the next round. (While the loop waits, it watches the socket
             # itself: one wake-up per message, not two.)
             running = bool(self.running)
-            busy_loop = running and not self._loop_waiting()
+            busy_loop = running and not self._loop_watches()
             if busy_loop != watching and self.route != "comm":
                 if busy_loop:
                     poller.register(self._fd, zmq.POLLIN)
@@ -334,10 +335,11 @@ class Agent:
             router.close()
         wake.close(linger=0)
 
-    def _loop_waiting(self) -> bool:
-        """Whether the task loop waits for events (and so watches the socket) right now."""
+    def _loop_watches(self) -> bool:
+        """Whether the task loop's thread watches the socket right now: it waits for
+        events, or for the answer to a host I/O call that a task made on the loop."""
         frame = sys._current_frames().get(self._loop_thread or 0)
-        return frame is not None and self._select_code is not None and frame.f_code is self._select_code
+        return frame is not None and frame.f_code in self._watching_codes
 
     def _release_socket(self, router: _Server) -> bool:
         """Read what arrived while the socket was in use (see the module's docstring);

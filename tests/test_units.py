@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import pickle
 import threading
 import types
@@ -385,13 +386,33 @@ def test_the_agent_sees_whether_its_task_loop_waits_or_is_kept_busy():
         started.set()
         release.wait(10)
 
+    # A task on the loop that waits for a host I/O answer reads the socket itself.
+    class Quiet:
+        def poll_in(self) -> bool:
+            return False
+
+    readable, answer = os.pipe()
+    agent._router, agent._fd = Quiet(), readable
+    asking, answered = threading.Event(), threading.Event()
+
+    def waits_for_an_answer() -> None:
+        asking.set()
+        agent._read_while_waiting(threading.Event(), 10)
+        answered.set()
+
     try:
-        wait_for(agent._loop_waiting, what="the loop to wait")
+        wait_for(agent._loop_watches, what="the loop to wait")
         agent.loop.call_soon_threadsafe(busy)
         assert started.wait(10)
-        assert not agent._loop_waiting()
+        assert not agent._loop_watches()
         release.set()
-        wait_for(agent._loop_waiting, what="the loop to wait")
+        wait_for(agent._loop_watches, what="the loop to wait")
+        agent.loop.call_soon_threadsafe(waits_for_an_answer)
+        assert asking.wait(10)
+        wait_for(agent._loop_watches, timeout=5, what="the loop to wait for the answer")
+        assert not answered.is_set()
+        os.write(answer, b"x")
+        assert answered.wait(10)
     finally:
         release.set()
         agent.loop.call_soon_threadsafe(agent.loop.stop)
@@ -399,4 +420,6 @@ def test_the_agent_sees_whether_its_task_loop_waits_or_is_kept_busy():
         agent.loop.close()
         agent.pool.shutdown()
         agent._context.term()
+        os.close(readable)
+        os.close(answer)
 
