@@ -125,6 +125,7 @@ class Cluster:
         self._worker_ids = itertools.count(1)
         self._owner: TaskOwner | None = None
         self._start_errors: list[str] = []
+        self._stopping: dict[Worker, asyncio.Future[None]] = {}
         self._waiters = Waiters()
         self._lock = StateLock(self._waiters)
         self._readers = Readers(self.runtime.loop, self._lock)
@@ -169,7 +170,7 @@ class Cluster:
         an orderly ``close`` could be cut short or already be under way and stuck."""
         prefork.discard()
         self.closed = True
-        for worker in list(self._workers.values()):
+        for worker in [*self._workers.values(), *self._stopping]:
             worker.abandon()
 
     async def _close(self) -> None:
@@ -180,6 +181,7 @@ class Cluster:
                 self._settle(record, "cancelled")
         workers = list(self._workers.values())
         await asyncio.gather(*(self._stop_worker(w, "was shut down with its cluster") for w in workers))
+        await asyncio.gather(*self._stopping.values(), return_exceptions=True)
         self._io_server.close()
         self._readers.close()
         if self._owner is not None:
@@ -634,11 +636,11 @@ class Cluster:
                 log.error("elsewhere: %s", exc)
             worker.state = "lost"
             self._emit_worker(worker)
-            await worker.stop(now=True)
+            await self._release(worker, now=True)
             self._drain()  # tasks waiting for workers may now have none to wait for
             return
         if self._workers.get(worker.id) is not worker or self.closed:
-            await worker.stop(now=True)
+            await self._release(worker, now=True)
             return
         owner = self._owner
         assert owner is not None
@@ -656,8 +658,17 @@ class Cluster:
                 else:
                     self._fail(record, self._lost_error(worker, record, reason, detail))
             worker.running.clear()
-        await worker.stop(now=now)
+        await self._release(worker, now=now)
         self._emit_worker(worker)
+
+    async def _release(self, worker: Worker, now: bool = False) -> None:
+        """Stop a worker that is no longer among the cluster's. The stop is a task of its
+        own, which ``_close`` waits for and ``abandon`` still reaches: a close that comes
+        meanwhile neither cuts it short nor misses it (its kernel or files would stay)."""
+        stop = asyncio.ensure_future(worker.stop(now=now))
+        self._stopping[worker] = stop
+        stop.add_done_callback(lambda _: self._stopping.pop(worker, None))
+        await asyncio.shield(stop)
 
     @staticmethod
     def _lost_error(worker: Worker, record: RemoteTask, reason: str, detail: str = "") -> WorkerLost:

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import other_pythons
 from elsewhere import Cluster, SerializationError
-from elsewhere.kernel import TaskEvent
+from elsewhere.kernel import TaskEvent, scratch
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -230,6 +230,7 @@ def test_a_worker_with_another_python_is_refused_clearly(other_python_with_ipyke
             cluster.wait_ready(1, timeout=120)
     finally:
         cluster.close()
+    assert os.listdir(scratch.host_dir()) == []
     message = str(caught.value)
     ours = ".".join(map(str, sys.version_info[:3]))
     assert f"but the host runs Python {ours}" in message
@@ -250,6 +251,7 @@ def test_a_python_without_ipykernel_is_refused_clearly(tmp_path):
             cluster.wait_ready(1, timeout=60)
     finally:
         cluster.close()
+    assert os.listdir(scratch.host_dir()) == []  # the failed worker's log and directory went too
 
 
 def test_io_policy_read_only_and_no_subprocess(tmp_path, monkeypatch):
