@@ -22,7 +22,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.session import Session
 from traitlets import Unicode
 
-from . import prefork
+from . import prefork, scratch
 from .bootstrap import INFO_NAME, bootstrap_code
 from .channel import ACK_DELAY, Item, Link, split_items
 from .errors import ElsewhereError
@@ -172,7 +172,7 @@ class Worker:
 
     async def start(self) -> None:
         """Start the kernel, install the agent, connect the data plane."""
-        self.cwd = tempfile.mkdtemp(prefix=f"elsewhere-{self.id}-")
+        self.cwd = tempfile.mkdtemp(prefix=f"{self.id}-", dir=scratch.host_dir())
         specs = WorkerSpecManager(python=self.python)
         self.km = AsyncKernelManager(
             kernel_name=WORKER_KERNEL, kernel_spec_manager=specs, transport="tcp", ip="127.0.0.1"

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Every kernel a test starts inherits this, so that leftovers can be found by it.
 TOKEN = f"ELSEWHERE_TEST_TOKEN={uuid.uuid4().hex}"
 os.environ[TOKEN.split("=")[0]] = TOKEN.split("=")[1]
+#: The temporary directory of pytest and of every process a test starts, so that files
+#: left behind can be found (and are not mixed with another run's); see pytest_configure.
+TMP = ""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Here rather than at import: a worker that runs a test's coroutine imports this module.
+    global TMP
+    TMP = tempfile.mkdtemp(prefix="elsewhere-tests-")
+    os.environ["TMPDIR"] = tempfile.tempdir = TMP
 
 
 def marked_processes(name: str = "ELSEWHERE_TEST_TOKEN", value: str = TOKEN.split("=")[1]) -> list[psutil.Process]:
@@ -55,6 +67,21 @@ def no_orphans_at_end() -> Any:
     for proc in alive:
         proc.kill()
     assert not alive, f"processes outlived the tests: {[(p.pid, p.cmdline()) for p in alive]}"
+    left = workers_files_left()
+    shutil.rmtree(TMP, ignore_errors=True)
+    assert not left, f"worker files outlived the tests: {left}"
+
+
+def workers_files_left() -> list[str]:
+    """Worker directories and logs in the tests' temporary directory (this process's own
+    host directory is removed only when it exits, and must be empty by now)."""
+    from elsewhere.kernel import scratch
+
+    return sorted(
+        os.path.join(host, name)
+        for host in Path(TMP).glob(scratch.PREFIX + "*")
+        for name in os.listdir(host)
+    )
 
 
 class _Specs(KernelSpecManager):

@@ -118,21 +118,34 @@ def test_a_crashed_worker_says_how_it_ended(fresh_kernel):
     assert len(kernel.wait_workers(1)) == 1  # replaced
 
 
-def test_killing_the_host_takes_every_worker_down(fresh_kernel):
+def test_killing_the_host_takes_every_worker_down_and_the_next_host_removes_their_files(fresh_kernel):
     kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
     workers = kernel.wait_workers(2)
+    files = _scratch_of(workers)
     os.kill(kernel.pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in workers):
         time.sleep(0.2)
     survivors = [p for p in workers if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not survivors, f"workers {survivors} outlived their host by 10 s"
+    # A host killed outright cannot remove its workers' files; the next host to start
+    # workers does, and leaves those of a host that lives alone.
+    assert all(os.path.exists(f) for f in files)
+    live = fresh_kernel(env={"ELSEWHERE_WORKERS": "1"})
+    live_files = _scratch_of(live.wait_workers(1))
+    after = fresh_kernel(env={"ELSEWHERE_WORKERS": "1"})
+    after.wait_workers(1)
+    assert [f for f in files + [os.path.dirname(files[0])] if os.path.exists(f)] == []
+    assert all(os.path.exists(f) for f in live_files)
 
 
 def _scratch_of(pids: list[int]) -> list[str]:
-    """Each worker's scratch directory (its working directory) and the log beside it."""
+    """Each worker's scratch directory (its working directory) and the log beside it,
+    in its host's directory."""
+    from elsewhere.kernel import scratch
+
     places = [psutil.Process(p).cwd() for p in pids]
-    assert all("elsewhere-w" in place for place in places), places
+    assert all(os.path.basename(os.path.dirname(place)).startswith(scratch.PREFIX) for place in places), places
     return [path for place in places for path in (place, place + ".log")]
 
 

@@ -166,7 +166,7 @@ def test_workers_start_in_processes_forked_from_the_host(fresh_kernel):
     ids = {kernel.eval(f"[w.id for w in get_ipython()._elsewhere_host.cluster.workers() if w.pid == {pid}][0]"): pid for pid in pids}
     for worker_id, pid in ids.items():
         cwd, name, debugger = seen[pid]
-        assert cwd.startswith(f"elsewhere-{worker_id}-") and name == worker_id and not debugger
+        assert cwd.startswith(f"{worker_id}-") and name == worker_id and not debugger
     kernel.kc.kernel_info()
     assert "debugger" in kernel.kc.get_shell_msg(timeout=10)["content"]["supported_features"]
     assert sorted(worker_pids_of(kernel.pid)) == sorted(pids), "a forked process was left waiting"

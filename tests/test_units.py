@@ -7,6 +7,8 @@ import asyncio
 import gc
 import os
 import pickle
+import sys
+import tempfile
 import threading
 import types
 
@@ -423,3 +425,34 @@ def test_the_agent_sees_whether_its_task_loop_waits_or_is_kept_busy():
         os.close(readable)
         os.close(answer)
 
+
+
+def test_a_sweep_of_dead_hosts_directories_touches_nothing_else(tmp_path, monkeypatch):
+    import subprocess
+
+    from elsewhere.kernel import scratch
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    (tmp_path / (scratch.PREFIX + "link")).symlink_to(target)
+    (tmp_path / (scratch.PREFIX + "file")).write_text("not a directory")
+    dead = tmp_path / (scratch.PREFIX + "dead")
+    (dead / "w1-x").mkdir(parents=True)
+    # A live process holds its directory locked, as a host does.
+    alive = tmp_path / (scratch.PREFIX + "alive")
+    (alive / "w1-y").mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY);"
+         " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(alive)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert scratch.sweep() == [str(dead)]
+    finally:
+        holder.communicate("")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data", scratch.PREFIX + "link", scratch.PREFIX + "file", scratch.PREFIX + "alive"])
+    assert (target / "keep.txt").read_text() == "mine" and (alive / "w1-y").is_dir()
+    assert scratch.sweep() == [str(alive)]  # its process has ended
