@@ -157,10 +157,12 @@ def test_workers_start_in_processes_forked_from_the_host(fresh_kernel):
     kernel = fresh_kernel(env={"ELSEWHERE_WORKERS": "2"})
     pids = kernel.wait_workers(2)
     host = psutil.Process(kernel.pid)
+    # A worker started again after a failed start is launched: say so if that happened.
+    attempts = kernel.eval("{w.pid: w.attempt for w in get_ipython()._elsewhere_host.cluster._workers.values()}")
     for pid in pids:
         worker = psutil.Process(pid)
         assert worker.ppid() == kernel.pid
-        assert worker.cmdline() == host.cmdline(), "launched, not forked"
+        assert worker.cmdline() == host.cmdline(), f"launched, not forked (start attempts by pid: {attempts})"
     seen = {pid: (cwd, name, debugger) for pid, cwd, name, debugger in kernel.eval(WORKER_SELF)}
     assert sorted(seen) == sorted(pids)
     ids = {kernel.eval(f"[w.id for w in get_ipython()._elsewhere_host.cluster.workers() if w.pid == {pid}][0]"): pid for pid in pids}
