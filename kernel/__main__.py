@@ -85,8 +85,11 @@ def _bound_exit(seconds: float, status: int) -> None:
     that handler runs (``Host.close`` is registered after it, so runs first).
     """
 
+    from .scratch import remove_own
+
     def end() -> None:
         time.sleep(seconds)
+        remove_own()  # the exit handler that would do it may be the one that hangs
         for stream in (sys.stdout, sys.stderr):
             try:
                 if stream is not None:

@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 import traceback
+from asyncio.base_events import BaseEventLoop
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -74,8 +75,11 @@ LOAD_INTERVAL = 1.0
 #: output a silent task starts to print (ipykernel itself sends a print within 0.2 s),
 #: "started" notices, cancel escalation and the load report. Each look takes the GIL
 #: from a task computing in Python: every 10 ms, that cost such a task 1 to 3 % of its
-#: time. Messages from the host wake it at once while a task keeps the loop busy.
+#: time. While a task keeps the loop busy, the I/O thread also watches the socket,
+#: from its next look on, and messages from the host wake it at once.
 RUNNING_ROUND = 0.1
+#: The event loop's turn, which waits for events in its selector's ``select``.
+_LOOP_TURN = BaseEventLoop._run_once.__code__  # type: ignore[attr-defined]
 
 
 class _Running:
@@ -168,7 +172,7 @@ class Agent:
         # selector's select (not found for a loop without one, such as uvloop's), or a
         # wait for a host I/O answer that a task made on the loop.
         select_method = getattr(type(getattr(self.loop, "_selector", None)), "select", None)
-        self._watching_codes = {getattr(select_method, "__code__", None), Agent._read_while_waiting.__code__} - {None}
+        self._select_code = getattr(select_method, "__code__", None)
         self._loop_thread: int | None = None
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="elsewhere-call")
         self._saved: dict[str, Any] = {}
@@ -339,7 +343,14 @@ class Agent:
         """Whether the task loop's thread watches the socket right now: it waits for
         events, or for the answer to a host I/O call that a task made on the loop."""
         frame = sys._current_frames().get(self._loop_thread or 0)
-        return frame is not None and frame.f_code in self._watching_codes
+        if frame is None:
+            return False
+        if frame.f_code is Agent._read_while_waiting.__code__:
+            return True
+        # The loop's own wait, not a selector of the same kind that a task blocks in
+        # (``subprocess.run`` waits in one).
+        caller = frame.f_back
+        return frame.f_code is self._select_code and caller is not None and caller.f_code is _LOOP_TURN
 
     def _release_socket(self, router: _Server) -> bool:
         """Read what arrived while the socket was in use (see the module's docstring);

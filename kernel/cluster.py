@@ -181,11 +181,12 @@ class Cluster:
                 self._settle(record, "cancelled")
         workers = list(self._workers.values())
         await asyncio.gather(*(self._stop_worker(w, "was shut down with its cluster") for w in workers))
-        await asyncio.gather(*self._stopping.values(), return_exceptions=True)
         self._io_server.close()
         self._readers.close()
         if self._owner is not None:
             await self._owner.aclose()
+        while self._stopping:  # stops that tasks just cancelled had begun
+            await asyncio.gather(*list(self._stopping.values()), return_exceptions=True)
 
     async def __aenter__(self) -> Cluster:
         self.start()
@@ -665,9 +666,10 @@ class Cluster:
         """Stop a worker that is no longer among the cluster's. The stop is a task of its
         own, which ``_close`` waits for and ``abandon`` still reaches: a close that comes
         meanwhile neither cuts it short nor misses it (its kernel or files would stay)."""
-        stop = asyncio.ensure_future(worker.stop(now=now))
-        self._stopping[worker] = stop
-        stop.add_done_callback(lambda _: self._stopping.pop(worker, None))
+        stop = self._stopping.get(worker)
+        if stop is None:  # else it is being stopped already: wait for that
+            stop = self._stopping[worker] = asyncio.ensure_future(worker.stop(now=now))
+            stop.add_done_callback(lambda _: self._stopping.pop(worker, None))
         await asyncio.shield(stop)
 
     @staticmethod

@@ -17,7 +17,7 @@ from ipykernel.ipkernel import IPythonKernel
 from ipykernel.kernelapp import IPKernelApp
 from traitlets import Bool, Integer, List, Unicode, default
 
-from . import debugging, earlybind
+from . import debugging, earlybind, scratch
 from .workercount import default_worker_count
 from .cluster import Cluster
 from .host import Host
@@ -50,11 +50,15 @@ class ElsewhereKernelApp(IPKernelApp):
         """SIGTERM (a frontend whose shutdown request went unanswered, a server that
         stops): kill the worker kernels and remove their files, then end as SIGTERM ends a
         process. Without this the workers still die with the host, but leave their files."""
-        host = getattr(self.kernel, "elsewhere", None)
-        if host is not None:
-            host.cluster.abandon()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
+        try:
+            host = getattr(self.kernel, "elsewhere", None)
+            for cluster in (getattr(host, "cluster", None), ElsewhereKernel.prestarted):
+                if cluster is not None:
+                    cluster.abandon()
+            scratch.remove_own()  # the exit handlers that would do it do not run
+        finally:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
     def init_sockets(self) -> None:
         if _binds_through_try_bind_socket():

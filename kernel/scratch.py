@@ -6,10 +6,11 @@ Each worker's working directory and log live in one directory per host process,
 ``flock`` on for as long as it lives. The system drops the lock when the process dies,
 however it dies, so the lock says whether the directory is still in use: a host killed
 outright (SIGKILL, the out-of-memory killer) cannot remove its workers' files, and the
-next host to start a worker removes them instead. The lock is on the directory's inode,
-so this holds across PID namespaces that share the temporary directory (containers),
-where a PID would not. A directory is locked before it gets its ``elsewhere-host-``
-name, so a sweep never sees one unlocked while its process lives.
+next process to make its own directory (as it starts its first worker) removes them
+instead, in the background. The lock is on the directory's inode, so this holds across
+PID namespaces that share the temporary directory (containers), where a PID would not.
+A directory is locked before it gets its ``elsewhere-host-`` name, so a sweep never
+sees one unlocked while its process lives.
 """
 
 from __future__ import annotations
@@ -18,78 +19,117 @@ import atexit
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import stat
 import tempfile
 import threading
 
-__all__ = ["PREFIX", "host_dir", "sweep"]
+__all__ = ["PREFIX", "host_dir", "remove_own", "sweep"]
 
 #: The name of every host process's directory starts with this.
 PREFIX = "elsewhere-host-"
+#: What follows it: ``tempfile.mkdtemp``'s eight random characters.
+_NAME = re.compile(re.escape(PREFIX) + r"[a-z0-9_]{8}")
+_NEW = ".elsewhere-new-"
 
 _lock = threading.Lock()
 _held: tuple[str, int] | None = None  # this process's directory and its locked descriptor
 
 
 def host_dir() -> str:
-    """This process's directory, made (after a sweep) the first time it is asked for."""
+    """This process's directory, made the first time it is asked for (which starts a
+    sweep of dead processes' directories in the background)."""
     global _held
     with _lock:
         if _held is not None:
             if os.path.isdir(_held[0]):
                 return _held[0]
-            os.close(_held[1])  # removed by someone else: make another
-        sweep()
+            _release()  # removed by someone else: make another
         parent = tempfile.gettempdir()
-        made = tempfile.mkdtemp(prefix=".elsewhere-new-", dir=parent)
+        while _held is None:
+            _held = _make(parent)
+        threading.Thread(target=sweep, name="elsewhere-sweep", daemon=True).start()
+        return _held[0]
+
+
+def _make(parent: str) -> tuple[str, int] | None:
+    """A new directory, locked, under its final name; None if that name was taken."""
+    made = tempfile.mkdtemp(prefix=_NEW, dir=parent)
+    path = os.path.join(parent, PREFIX + made.rsplit("-", 1)[-1])
+    fd = -1
+    try:
         fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        path = os.path.join(parent, PREFIX + os.path.basename(made).rsplit("-", 1)[-1])
-        os.rename(made, path)
-        _held = (path, fd)
-        return path
+        # Only this process can hold the new name's suffix until the rename, so a
+        # directory of that name is an older one's: never rename over it.
+        if not os.path.lexists(path):
+            os.rename(made, path)
+            return path, fd
+    except BaseException:
+        _discard(made, fd)
+        raise
+    _discard(made, fd)
+    return None
+
+
+def _discard(made: str, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        if fd >= 0:
+            os.close(fd)
+        os.rmdir(made)
 
 
 def sweep() -> list[str]:
     """Remove the directories of host processes that have died; the paths removed.
 
-    Only directories of this user that nobody holds locked are touched; anything that
-    cannot be read or locked is left alone."""
+    Only directories of this user, named as this module names them, that nobody holds
+    locked are touched; anything that cannot be read or locked is left alone."""
     parent = tempfile.gettempdir()
     removed: list[str] = []
     try:
-        names = [n for n in os.listdir(parent) if n.startswith(PREFIX)]
+        names = [n for n in os.listdir(parent) if _NAME.fullmatch(n)]
     except OSError:
         return removed
-    own = _held[0] if _held is not None else None
     for name in names:
         path = os.path.join(parent, name)
-        if path == own:
-            continue
         try:
-            info = os.lstat(path)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-                continue
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
             continue
         try:
+            opened = os.fstat(fd)
+            if opened.st_uid != os.getuid():
+                continue
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # its process lives
+        except OSError:  # its process lives (this one's own directory too)
             os.close(fd)
             continue
         try:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+            now = os.lstat(path)  # still the directory that was locked?
+            if stat.S_ISDIR(now.st_mode) and (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        except OSError:
+            pass
         finally:
             os.close(fd)  # drops the lock
     return removed
 
 
-def _forget_in_child() -> None:
-    """A process forked from this one has no directory of its own yet, and must not
-    remove its parent's at exit nor hold the parent's lock after the parent died."""
+def remove_own() -> None:
+    """Remove this process's directory (with whatever its workers left in it): at exit,
+    and by a process about to end without its exit handlers (SIGTERM, ``os._exit``)."""
+    global _held
+    held, _held = _held, None
+    if held is not None:
+        shutil.rmtree(held[0], ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.close(held[1])
+
+
+def _release() -> None:
+    """Let go of this process's directory (closing its descriptor drops the lock)."""
     global _held
     held, _held = _held, None
     if held is not None:
@@ -97,17 +137,7 @@ def _forget_in_child() -> None:
             os.close(held[1])
 
 
-def _remove_own() -> None:
-    """At exit: this process's directory goes (what its workers left in it too)."""
-    global _held
-    held, _held = _held, None
-    if held is None:
-        return
-    path, fd = held
-    shutil.rmtree(path, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.close(fd)
-
-
-atexit.register(_remove_own)
-os.register_at_fork(after_in_child=_forget_in_child)
+atexit.register(remove_own)
+# A process forked from this one has no directory of its own yet, and must neither
+# remove its parent's at exit nor keep the parent's lock after the parent has died.
+os.register_at_fork(after_in_child=_release)

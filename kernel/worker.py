@@ -405,13 +405,15 @@ class Worker:
                 self.route = None
         if self.kc is not None:
             self.kc.stop_channels()
-        if self.km is not None and self.km.has_kernel:
-            try:
-                await self.km.shutdown_kernel(now=now)
-            except Exception:  # noqa: BLE001 - already gone: make sure of it
-                await self.km.shutdown_kernel(now=True)
-        elif self.km is not None:
-            await self.km.cleanup_resources()
-        self._remove_files()
+        try:
+            if self.km is not None and self.km.has_kernel:
+                try:
+                    await self.km.shutdown_kernel(now=now)
+                except Exception:  # noqa: BLE001 - already gone: make sure of it
+                    await self.km.shutdown_kernel(now=True)
+            elif self.km is not None:
+                await self.km.cleanup_resources()
+        finally:
+            self._remove_files()
         if self.state != "lost":
             self.state = "stopped"

@@ -73,15 +73,18 @@ def no_orphans_at_end() -> Any:
 
 
 def workers_files_left() -> list[str]:
-    """Worker directories and logs in the tests' temporary directory (this process's own
-    host directory is removed only when it exits, and must be empty by now)."""
+    """What hosts left in the tests' temporary directory: the directory of every host
+    but this process (whose own goes as it exits), and anything in this one's."""
     from elsewhere.kernel import scratch
 
-    return sorted(
-        os.path.join(host, name)
-        for host in Path(TMP).glob(scratch.PREFIX + "*")
-        for name in os.listdir(host)
-    )
+    own = scratch._held[0] if scratch._held is not None else None
+    left = []
+    for place in [*Path(TMP).glob(scratch.PREFIX + "*"), *Path(TMP).glob(".elsewhere-new-*")]:
+        if str(place) == own:
+            left += [str(place / name) for name in os.listdir(place)]
+        else:
+            left.append(str(place))
+    return sorted(left)
 
 
 class _Specs(KernelSpecManager):

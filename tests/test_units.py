@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import pickle
+import selectors
 import sys
 import tempfile
 import threading
@@ -382,11 +383,15 @@ def test_the_agent_sees_whether_its_task_loop_waits_or_is_kept_busy():
     agent = Agent(Session(key=b"k"))
     thread = threading.Thread(target=agent._loop_main, daemon=True)
     thread.start()
-    started, release = threading.Event(), threading.Event()
+    started = threading.Event()
+    held, release = os.pipe()
 
     def busy() -> None:
+        # Blocked as in subprocess.run: in a selector of the loop's own kind, not the loop's.
         started.set()
-        release.wait(10)
+        with type(agent.loop._selector)() as selector:
+            selector.register(held, selectors.EVENT_READ)
+            selector.select(10)
 
     # A task on the loop that waits for a host I/O answer reads the socket itself.
     class Quiet:
@@ -406,8 +411,9 @@ def test_the_agent_sees_whether_its_task_loop_waits_or_is_kept_busy():
         wait_for(agent._loop_watches, what="the loop to wait")
         agent.loop.call_soon_threadsafe(busy)
         assert started.wait(10)
+        wait_for(lambda: sys._current_frames()[thread.ident].f_code is agent._select_code, what="the task to block")
         assert not agent._loop_watches()
-        release.set()
+        os.write(release, b"x")
         wait_for(agent._loop_watches, what="the loop to wait")
         agent.loop.call_soon_threadsafe(waits_for_an_answer)
         assert asking.wait(10)
@@ -416,14 +422,14 @@ def test_the_agent_sees_whether_its_task_loop_waits_or_is_kept_busy():
         os.write(answer, b"x")
         assert answered.wait(10)
     finally:
-        release.set()
+        os.write(release, b"x")
         agent.loop.call_soon_threadsafe(agent.loop.stop)
         thread.join(10)
         agent.loop.close()
         agent.pool.shutdown()
         agent._context.term()
-        os.close(readable)
-        os.close(answer)
+        for fd in (readable, answer, held, release):
+            os.close(fd)
 
 
 
@@ -436,12 +442,18 @@ def test_a_sweep_of_dead_hosts_directories_touches_nothing_else(tmp_path, monkey
     target = tmp_path / "data"
     target.mkdir()
     (target / "keep.txt").write_text("mine")
-    (tmp_path / (scratch.PREFIX + "link")).symlink_to(target)
-    (tmp_path / (scratch.PREFIX + "file")).write_text("not a directory")
-    dead = tmp_path / (scratch.PREFIX + "dead")
+    others = {
+        scratch.PREFIX + "link0000": lambda p: p.symlink_to(target),
+        scratch.PREFIX + "file0000": lambda p: p.write_text("not a directory"),
+        scratch.PREFIX + "mine": lambda p: (p / "notes").mkdir(parents=True),  # not a name we give
+    }
+    for name, make in others.items():
+        make(tmp_path / name)
+    dead = tmp_path / (scratch.PREFIX + "dead0000")
     (dead / "w1-x").mkdir(parents=True)
+    (dead / "w1-x" / "out").symlink_to(target)  # what a task left: followed by no one
     # A live process holds its directory locked, as a host does.
-    alive = tmp_path / (scratch.PREFIX + "alive")
+    alive = tmp_path / (scratch.PREFIX + "alive000")
     (alive / "w1-y").mkdir(parents=True)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY);"
@@ -453,6 +465,33 @@ def test_a_sweep_of_dead_hosts_directories_touches_nothing_else(tmp_path, monkey
         assert scratch.sweep() == [str(dead)]
     finally:
         holder.communicate("")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data", scratch.PREFIX + "link", scratch.PREFIX + "file", scratch.PREFIX + "alive"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["data", alive.name, *others])
     assert (target / "keep.txt").read_text() == "mine" and (alive / "w1-y").is_dir()
     assert scratch.sweep() == [str(alive)]  # its process has ended
+
+
+def test_a_hosts_own_directory_is_locked_from_its_first_moment_and_goes_at_exit(tmp_path):
+    # A process makes its directory as it starts its first worker, and removes it as it
+    # exits; meanwhile another process's sweep leaves it alone.
+    import subprocess
+
+    from elsewhere.kernel import scratch
+
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    host = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from elsewhere.kernel import scratch;"
+         " print(scratch.host_dir(), flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        path = host.stdout.readline().strip()
+        assert os.path.dirname(path) == str(tmp_path) and os.path.basename(path).startswith(scratch.PREFIX)
+        swept = subprocess.run(
+            [sys.executable, "-c", "from elsewhere.kernel import scratch; print(scratch.sweep())"],
+            env=env, capture_output=True, text=True, check=True,
+        )
+        assert swept.stdout.strip() == "[]" and os.path.isdir(path)
+    finally:
+        host.communicate("")
+    assert host.returncode == 0
+    assert os.listdir(tmp_path) == []
