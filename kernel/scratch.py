@@ -25,13 +25,14 @@ import stat
 import tempfile
 import threading
 
-__all__ = ["PREFIX", "host_dir", "remove_own", "sweep"]
+__all__ = ["NEW_PREFIX", "PREFIX", "host_dir", "remove_own", "sweep"]
 
 #: The name of every host process's directory starts with this.
 PREFIX = "elsewhere-host-"
 #: What follows it: ``tempfile.mkdtemp``'s eight random characters.
 _NAME = re.compile(re.escape(PREFIX) + r"[a-z0-9_]{8}")
-_NEW = ".elsewhere-new-"
+#: A directory being made, locked before it is renamed to its final name.
+NEW_PREFIX = ".elsewhere-new-"
 
 _lock = threading.Lock()
 _held: tuple[str, int] | None = None  # this process's directory and its locked descriptor
@@ -55,7 +56,7 @@ def host_dir() -> str:
 
 def _make(parent: str) -> tuple[str, int] | None:
     """A new directory, locked, under its final name; None if that name was taken."""
-    made = tempfile.mkdtemp(prefix=_NEW, dir=parent)
+    made = tempfile.mkdtemp(prefix=NEW_PREFIX, dir=parent)
     path = os.path.join(parent, PREFIX + made.rsplit("-", 1)[-1])
     fd = -1
     try:
@@ -120,12 +121,10 @@ def sweep() -> list[str]:
 def remove_own() -> None:
     """Remove this process's directory (with whatever its workers left in it): at exit,
     and by a process about to end without its exit handlers (SIGTERM, ``os._exit``)."""
-    global _held
-    held, _held = _held, None
+    held = _held
     if held is not None:
         shutil.rmtree(held[0], ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.close(held[1])
+    _release()
 
 
 def _release() -> None:

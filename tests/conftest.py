@@ -79,7 +79,7 @@ def workers_files_left() -> list[str]:
 
     own = scratch._held[0] if scratch._held is not None else None
     left = []
-    for place in [*Path(TMP).glob(scratch.PREFIX + "*"), *Path(TMP).glob(".elsewhere-new-*")]:
+    for place in [*Path(TMP).glob(scratch.PREFIX + "*"), *Path(TMP).glob(scratch.NEW_PREFIX + "*")]:
         if str(place) == own:
             left += [str(place / name) for name in os.listdir(place)]
         else:

@@ -432,7 +432,6 @@ def test_the_agent_sees_whether_its_task_loop_waits_or_is_kept_busy():
             os.close(fd)
 
 
-
 def test_a_sweep_of_dead_hosts_directories_touches_nothing_else(tmp_path, monkeypatch):
     import subprocess
 
